@@ -1,0 +1,31 @@
+# The README's two commands. Each installs what it needs on a fresh Debian 12 machine with Swift 6.3.
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RELEASE_BIN = .build/release
+
+.PHONY: deps build test demo bench clean
+
+# libev-dev for the libraries; iproute2 (ip, tc) for the tests that build private network namespaces.
+deps:
+	@missing=""; \
+	[ -f /usr/include/ev.h ] || missing="$$missing libev-dev"; \
+	command -v tc >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+demo: deps
+	$(SWIFT) build -c release --product udp-blast
+	@./Scripts/demo.sh $(RELEASE_BIN)
+
+clean:
+	rm -rf .build

@@ -1,0 +1,66 @@
+internal import CLibev
+internal import Synchronization
+
+/// Calls back on the loop thread after a Unix signal arrives (`ev_signal`).
+///
+/// libev binds each signal to one loop per process; a second loop asking for the same signal is refused
+/// with an error instead of libev's assertion. The binding lasts from `init` to deinit of the last
+/// `SignalWatcher` for that signal on that loop. Libraries should not install signal watchers on a loop
+/// they borrow; applications own their signals. Loop thread only; not `Sendable`.
+public final class SignalWatcher: Watcher {
+    /// Called on the loop thread with the watcher whose signal arrived.
+    public typealias Callback = (SignalWatcher) -> Void
+
+    /// The signal number being watched.
+    public let signal: Int32
+    private let callback: Callback
+
+    /// Creates a stopped watcher for `signal` (for example `SIGTERM`).
+    /// - Throws: ``LibevError/invalidSignal(_:)`` outside 1...64;
+    ///   ``LibevError/signalBoundToAnotherLoop(signal:)`` if a live `SignalWatcher` holds it on another loop.
+    public init(loop: EventLoop, signal: Int32, callback: @escaping Callback) throws(LibevError) {
+        guard (1...64).contains(signal) else { throw .invalidSignal(signal) }
+        try SignalWatcher.bindings.reserve(signal: signal, loop: loop.raw)
+        self.signal = signal
+        self.callback = callback
+        let memory = _WatcherMemory(ev_signal())
+        cev_signal_init(memory.typed(ev_signal.self), watcherTrampoline, signal)
+        super.init(loop: loop, memory: memory,
+                   start: { ev_signal_start($0, $1!.assumingMemoryBound(to: ev_signal.self)) },
+                   stop: { ev_signal_stop($0, $1!.assumingMemoryBound(to: ev_signal.self)) })
+    }
+
+    deinit {
+        stop()
+        SignalWatcher.bindings.release(signal: signal, loop: loop.raw)
+    }
+
+    override func fire(_ revents: Int32) {
+        callback(self)
+    }
+
+    static let bindings = Bindings()
+
+    /// Which loop each signal is bound to, counted by live watchers.
+    final class Bindings: Sendable {
+        private let table = Mutex<[Int32: (loop: UInt, watchers: Int)]>([:])
+
+        func reserve(signal: Int32, loop: OpaquePointer) throws(LibevError) {
+            let key = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(loop)))
+            let accepted = table.withLock { table -> Bool in
+                if let entry = table[signal], entry.loop != key { return false }
+                table[signal, default: (key, 0)].watchers += 1
+                return true
+            }
+            guard accepted else { throw .signalBoundToAnotherLoop(signal: signal) }
+        }
+
+        func release(signal: Int32, loop: OpaquePointer) {
+            table.withLock { table in
+                guard var entry = table[signal] else { return }
+                entry.watchers -= 1
+                table[signal] = entry.watchers == 0 ? nil : entry
+            }
+        }
+    }
+}

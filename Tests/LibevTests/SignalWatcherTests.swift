@@ -1,0 +1,50 @@
+import Glibc
+import Libev
+import Testing
+
+@Suite(.serialized) struct SignalWatcherTests {
+    @Test func raisedSignalRunsTheCallbackOnTheLoop() throws {
+        let loop = try EventLoop()
+        var received: [Int32] = []
+        let watcher = try SignalWatcher(loop: loop, signal: SIGUSR1) { watcher in
+            received.append(watcher.signal)
+            watcher.stop()
+        }
+        watcher.start()
+        let raiser = TimerWatcher(loop: loop, after: 0.001) { _ in kill(getpid(), SIGUSR1) }
+        raiser.start()
+        let guardTimer = failsafe(loop)
+        loop.run()
+        #expect(received == [SIGUSR1])
+        _ = guardTimer
+    }
+
+    @Test func oneSignalCannotBeBoundToTwoLoops() throws {
+        let first = try EventLoop()
+        let second = try EventLoop()
+        let watcher = try SignalWatcher(loop: first, signal: SIGUSR2) { _ in }
+        let sameLoop = try SignalWatcher(loop: first, signal: SIGUSR2) { _ in }
+        #expect(throws: LibevError.signalBoundToAnotherLoop(signal: SIGUSR2)) {
+            _ = try SignalWatcher(loop: second, signal: SIGUSR2) { _ in }
+        }
+        withExtendedLifetime((watcher, sameLoop)) {}
+    }
+
+    @Test func bindingIsReleasedWhenTheLastWatcherGoes() throws {
+        let first = try EventLoop()
+        let second = try EventLoop()
+        do {
+            let watcher = try SignalWatcher(loop: first, signal: SIGUSR2) { _ in }
+            watcher.start()
+        }
+        let moved = try SignalWatcher(loop: second, signal: SIGUSR2) { _ in }
+        moved.start()
+        moved.stop()
+    }
+
+    @Test func invalidSignalNumberIsRefused() throws {
+        let loop = try EventLoop()
+        #expect(throws: LibevError.invalidSignal(0)) { _ = try SignalWatcher(loop: loop, signal: 0) { _ in } }
+        #expect(throws: LibevError.invalidSignal(65)) { _ = try SignalWatcher(loop: loop, signal: 65) { _ in } }
+    }
+}
