@@ -1,0 +1,69 @@
+extension BatchedUDPWatcher {
+    /// Sizes and policies of a ``BatchedUDPWatcher``, fixed at creation.
+    ///
+    /// Memory allocated once: `capacity × maxDatagramSize` payload bytes plus about 220 bytes of
+    /// bookkeeping per slot (defaults: 1,024 × 2,048 B ≈ 2 MiB + 220 KiB).
+    public struct Configuration: Sendable, Equatable {
+        /// Datagrams the ring holds at once. Default 1,024.
+        public var capacity = 1024
+        /// Largest datagram accepted, in bytes: the size of each slot. Default 2,048 (enough for
+        /// 1,500-byte MTU traffic, DNS and QUIC). At most 65,527 (IPv6; 65,507 on IPv4).
+        public var maxDatagramSize = 2048
+        /// Payload bytes queued at once; nil means `capacity × maxDatagramSize`.
+        public var byteCapacity: Int? = nil
+        /// Datagrams per `sendmmsg` call, 1...1024 (the kernel's UIO_MAXIOV). Default 1,024.
+        public var batchSize = 1024
+        /// `sendmmsg` calls one drain may make before it yields to the loop's other watchers. Default 16.
+        public var maxCallsPerDrain = 16
+        /// Occupancy at which ``BatchedUDPWatcher/isWritable`` turns false: the first of messages or bytes
+        /// reached. nil means full (`capacity` messages, `byteCapacity` bytes).
+        public var highWaterMark: WaterMark? = nil
+        /// Occupancy at or below which ``BatchedUDPWatcher/isWritable`` turns true again (both must hold).
+        /// nil means half of the high mark.
+        public var lowWaterMark: WaterMark? = nil
+        /// Immediate retries after ENOBUFS within one drain before backing off. Default 2.
+        public var noBufferRetries = 2
+        /// Seconds to wait after repeated ENOBUFS before trying again. Default 0.005.
+        public var noBufferBackoff = 0.005
+
+        /// The defaults above.
+        public init() {}
+
+        /// Queue occupancy, in datagrams and payload bytes.
+        public struct WaterMark: Sendable, Equatable {
+            public var messages: Int
+            public var bytes: Int
+            public init(messages: Int, bytes: Int) {
+                self.messages = messages
+                self.bytes = bytes
+            }
+        }
+
+        var resolvedByteCapacity: Int { byteCapacity ?? capacity * maxDatagramSize }
+        var resolvedHighWaterMark: WaterMark { highWaterMark ?? WaterMark(messages: capacity, bytes: resolvedByteCapacity) }
+        var resolvedLowWaterMark: WaterMark {
+            lowWaterMark ?? WaterMark(messages: resolvedHighWaterMark.messages / 2, bytes: resolvedHighWaterMark.bytes / 2)
+        }
+
+        /// Checks every field and says which one is wrong.
+        func validate() throws(BatchedUDPError) {
+            func check(_ ok: Bool, _ problem: @autoclosure () -> String) throws(BatchedUDPError) {
+                if !ok { throw .invalidConfiguration(problem()) }
+            }
+            try check(capacity >= 1, "capacity must be at least 1, got \(capacity)")
+            try check((0...65_527).contains(maxDatagramSize), "maxDatagramSize must be 0...65527, got \(maxDatagramSize)")
+            try check(capacity.multipliedReportingOverflow(by: max(maxDatagramSize, 1)).partialValue <= 1 << 34,
+                      "capacity × maxDatagramSize must stay under 16 GiB")
+            try check(resolvedByteCapacity >= 0, "byteCapacity must not be negative, got \(resolvedByteCapacity)")
+            try check((1...1024).contains(batchSize), "batchSize must be 1...1024 (UIO_MAXIOV), got \(batchSize)")
+            try check(maxCallsPerDrain >= 1, "maxCallsPerDrain must be at least 1, got \(maxCallsPerDrain)")
+            try check(noBufferRetries >= 0, "noBufferRetries must not be negative, got \(noBufferRetries)")
+            try check(noBufferBackoff.isFinite && noBufferBackoff > 0, "noBufferBackoff must be a positive number of seconds, got \(noBufferBackoff)")
+            let high = resolvedHighWaterMark
+            let low = resolvedLowWaterMark
+            try check(high.messages >= 1 && high.bytes >= 0, "highWaterMark must be at least 1 message")
+            try check(low.messages >= 0 && low.bytes >= 0 && low.messages <= high.messages && low.bytes <= high.bytes,
+                      "lowWaterMark (\(low.messages) messages, \(low.bytes) bytes) must not exceed highWaterMark (\(high.messages), \(high.bytes))")
+        }
+    }
+}

@@ -1,0 +1,247 @@
+public import Libev
+
+/// Sends datagrams from a bounded ring buffer through `sendmmsg(2)`, driven by a libev loop.
+///
+/// Enqueue datagrams on the loop thread; at the end of the loop iteration one drain sends everything
+/// queued, up to ``Configuration/batchSize`` datagrams per `sendmmsg` call. What the kernel does not take
+/// stays queued in order: a short count is retried from the first unsent datagram, EAGAIN arms a write
+/// watcher whose callback resumes, ENOBUFS is retried a few times and then backed off on a timer. A
+/// per-datagram error fails only the datagram at the head (`sendmmsg` reports an error only for the first
+/// message of a call) and the drain goes on. Every datagram enqueued is either sent (counted) or reported
+/// once to ``onError`` with its errno: `enqueued == sent + failed + queued` holds after every call.
+///
+/// The write watcher is active only while datagrams wait for the socket to become writable, so an idle
+/// watcher costs the loop nothing. While datagrams are queued, the watcher keeps the loop running and keeps
+/// itself alive, even if its owner lets go of it; an empty (or closed) watcher holds neither.
+///
+/// Works on any loop: an owned one, the default loop, or one borrowed from C code. It installs no signal
+/// handler and never breaks or destroys the loop. One watcher per socket; a loop can serve many.
+///
+/// Thread confinement: create and use it on its loop's thread only. Not `Sendable`.
+public final class BatchedUDPWatcher {
+    /// Open, closing (`close(flushingWithin:)` is flushing), or closed.
+    public enum State: Sendable, Equatable {
+        case open
+        case closing
+        case closed
+    }
+
+    /// The loop the watcher runs on.
+    public let loop: EventLoop
+    /// The socket datagrams go out of. The watcher never closes it.
+    public let socket: UDPSocket
+    /// Sizes and policies, as given.
+    public let configuration: Configuration
+
+    /// Called on the loop thread, after the send calls of a drain, once for every datagram that was not sent.
+    public var onError: ((BatchedUDPWatcher, SendFailure) -> Void)?
+    /// Called on the loop thread when ``isWritable`` changes: false when the queue reaches the high water
+    /// mark (from inside the `enqueue` that reached it), true when a drain brings it to the low water mark.
+    public var onWritabilityChanged: ((BatchedUDPWatcher, Bool) -> Void)?
+
+    /// Whether the queue is below its high water mark (with hysteresis down to the low water mark).
+    public internal(set) var isWritable = true
+    /// Open, closing or closed.
+    public internal(set) var state: State = .open
+
+    /// What the watcher has done so far, with the queue's current occupancy.
+    public var counters: SendCounters {
+        var snapshot = tally
+        snapshot.queued = ring.count
+        snapshot.queuedBytes = ring.bytes
+        return snapshot
+    }
+
+    let ring: DatagramRing
+    let fd: Int32
+    let isConnected: Bool
+    /// An IPv6 socket without IPV6_V6ONLY also reaches IPv4 destinations (as ::ffff:a.b.c.d).
+    let reachesIPv4: Bool
+    let highWaterMark: Configuration.WaterMark
+    let lowWaterMark: Configuration.WaterMark
+
+    var tally = SendCounters()
+    var writeWatcher: IOWatcher!
+    var drainAtIterationEnd: PrepareWatcher!
+    var backoffTimer: TimerWatcher!
+    var closeTimer: TimerWatcher?
+    var closeCompletion: ((BatchedUDPWatcher) -> Void)?
+    var failures: [SendFailure] = []
+    var writabilityChangePending = false
+    var closeCompletionPending: ((BatchedUDPWatcher) -> Void)?
+    var isDraining = false
+    var isDelivering = false
+    var noBufferStreak = 0
+    var selfRetain: Unmanaged<BatchedUDPWatcher>?
+    /// Tests replace `sendmmsg` here to script what loopback cannot produce; nil (the real call) otherwise.
+    var sendSeam: Syscall.SendmmsgSeam?
+
+    /// Registers `socket` on `loop`.
+    ///
+    /// Checks that the descriptor is an open IPv4/IPv6 datagram socket, sets O_NONBLOCK if it is not set,
+    /// notes whether it is connected (connect it before registering if it is going to be), and allocates
+    /// the ring once.
+    /// - Throws: ``BatchedUDPError/invalidConfiguration(_:)`` naming the field;
+    ///   ``BatchedUDPError/socket(_:)`` for a closed descriptor, a pipe, a TCP socket or a failing fcntl.
+    /// - Cost: the ring's allocation (see ``Configuration``) and four or five syscalls.
+    public init(loop: EventLoop, socket: UDPSocket, configuration: Configuration = Configuration()) throws(BatchedUDPError) {
+        try configuration.validate()
+        let fd = socket.fileDescriptor
+        do throws(SocketError) {
+            let checked = try UDPSocket(adopting: fd)
+            if try !checked.isNonBlocking { try checked.setNonBlocking(true) }
+            isConnected = try checked.remoteAddress != nil
+            let ipv6Only = try checked.isIPv6Only
+            reachesIPv4 = socket.family == .ipv4 || !ipv6Only
+        } catch {
+            throw .socket(error)
+        }
+        self.loop = loop
+        self.socket = socket
+        self.configuration = configuration
+        self.fd = fd
+        highWaterMark = configuration.resolvedHighWaterMark
+        lowWaterMark = configuration.resolvedLowWaterMark
+        ring = DatagramRing(capacity: configuration.capacity,
+                            slotSize: min(configuration.maxDatagramSize, socket.family.maxUDPPayload),
+                            byteCapacity: configuration.resolvedByteCapacity)
+        failures.reserveCapacity(2 * configuration.capacity)
+        do {
+            writeWatcher = try IOWatcher(loop: loop, fileDescriptor: fd, events: .write) { [unowned self] _, events in
+                withExtendedLifetime(self) { self.socketBecameWritable(events) }
+            }
+        } catch {
+            throw .socket(SocketError("register(fd \(fd))", problem: error.description))
+        }
+        drainAtIterationEnd = PrepareWatcher(loop: loop) { [unowned self] _ in
+            withExtendedLifetime(self) { self.drain() }
+        }
+        backoffTimer = TimerWatcher(loop: loop, after: configuration.noBufferBackoff) { [unowned self] _ in
+            withExtendedLifetime(self) { self.drain() }
+        }
+    }
+
+    /// Opens `socket` itself is not needed: this registers a descriptor made elsewhere (C code, another
+    /// library), which stays owned by its creator.
+    /// - Throws: as ``init(loop:socket:configuration:)``.
+    public convenience init(loop: EventLoop, fileDescriptor: Int32, configuration: Configuration = Configuration()) throws(BatchedUDPError) {
+        let socket: UDPSocket
+        do throws(SocketError) { socket = try UDPSocket(adopting: fileDescriptor) } catch { throw .socket(error) }
+        try self.init(loop: loop, socket: socket, configuration: configuration)
+    }
+
+    // MARK: Enqueue
+
+    /// Queues a copy of `bytes` as one datagram.
+    ///
+    /// - Parameter destination: where it goes; nil for the connected peer. An IPv4 destination on a
+    ///   dual-stack IPv6 socket is sent as an IPv4-mapped address.
+    /// - Returns: the datagram's sequence number (0, 1, 2... per watcher), as ``SendFailure/sequence`` reports it.
+    /// - Throws: ``BatchedUDPError`` (`closed`, `destinationRequired`, `addressFamilyMismatch`,
+    ///   `messageTooLarge`, `queueFull`); then nothing was queued.
+    /// - Cost: one copy into a preallocated slot; no allocation, no syscall (the send happens at the end of
+    ///   the loop iteration, in a prepare watcher). From a prepare or check watcher of your own, call
+    ///   ``flush()`` afterwards: libev does not run a prepare watcher started there before it next blocks.
+    @discardableResult
+    public func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
+        let target = try resolve(destination, length: bytes.count)
+        guard ring.canAccept(length: bytes.count) else { throw reject() }
+        if bytes.count > 0 { ring.tailPayload.copyMemory(from: bytes) }
+        return commit(length: bytes.count, destination: target)
+    }
+
+    /// Queues a copy of `bytes` as one datagram. See ``enqueue(_:to:)-(UnsafeRawBufferPointer,_)``.
+    @discardableResult
+    public func enqueue(_ bytes: [UInt8], to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
+        let result = bytes.withUnsafeBytes { raw in
+            Result { () throws(BatchedUDPError) -> Int in try enqueue(raw, to: destination) }
+        }
+        return try result.get()
+    }
+
+    /// Queues several buffers, concatenated, as ONE datagram (the gather of `sendmsg`'s iovec).
+    /// - Throws: as ``enqueue(_:to:)-(UnsafeRawBufferPointer,_)``, with the total length checked.
+    @discardableResult
+    public func enqueue(gathering buffers: some Collection<UnsafeRawBufferPointer>, to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
+        var length = 0
+        for buffer in buffers { length += buffer.count }
+        let target = try resolve(destination, length: length)
+        guard ring.canAccept(length: length) else { throw reject() }
+        var slot = ring.tailPayload
+        for buffer in buffers where buffer.count > 0 {
+            slot.copyMemory(from: buffer)
+            slot = UnsafeMutableRawBufferPointer(rebasing: slot[buffer.count...])
+        }
+        return commit(length: length, destination: target)
+    }
+
+    /// Queues a datagram written in place: `body` gets the free slot (``Configuration/maxDatagramSize``
+    /// bytes, valid only during the call), writes the payload at its start and returns its length.
+    ///
+    /// The zero-copy form. If `body` throws, nothing is queued and its error is rethrown.
+    /// - Throws: ``BatchedUDPError`` as the copying forms (`queueFull` is checked before and, for the byte
+    ///   budget, after `body`), or whatever `body` throws.
+    /// - Precondition: `body` returns a length between 0 and the slot's size.
+    @discardableResult
+    public func enqueue(to destination: SocketAddress? = nil, writingWith body: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
+        let target = try resolve(destination, length: 0)
+        guard ring.canAccept(length: 0) else { throw reject() }
+        let slot = ring.tailPayload
+        let length = try body(slot)
+        precondition((0...slot.count).contains(length), "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
+        guard ring.canAccept(length: length) else { throw reject() }
+        return commit(length: length, destination: target)
+    }
+
+    /// Sends what is queued now instead of at the end of the loop iteration. Does nothing while a drain
+    /// or a back-off is under way. Error reports run before it returns.
+    public func flush() {
+        guard !backoffTimer.isActive else { return }
+        drain()
+    }
+
+    // MARK: Close
+
+    /// Stops the watcher at once: every queued datagram is reported to ``onError`` with ECANCELED before
+    /// this returns (or, if called from a report, right after it), and later enqueues throw `closed`.
+    /// The socket stays open. Calling it again does nothing.
+    public func close() {
+        guard state != .closed else { return }
+        shutDown(reporting: .ECANCELED)
+        deliverReports()
+        updateSelfRetain()
+    }
+
+    /// Stops accepting datagrams, keeps sending the queued ones for up to `seconds`, then reports what is
+    /// left with ETIMEDOUT and closes. `completion` runs on the loop thread once the watcher is closed.
+    /// While flushing, the watcher keeps the loop running. Does nothing unless the watcher is open.
+    public func close(flushingWithin seconds: Double, completion: ((BatchedUDPWatcher) -> Void)? = nil) {
+        guard state == .open else { return }
+        closeCompletion = completion
+        guard !ring.isEmpty else {
+            close()
+            return
+        }
+        state = .closing
+        let timer = TimerWatcher(loop: loop, after: max(seconds, 0)) { [unowned self] _ in
+            withExtendedLifetime(self) {
+                self.shutDown(reporting: .ETIMEDOUT)
+                self.deliverReports()
+                self.updateSelfRetain()
+            }
+        }
+        closeTimer = timer
+        timer.start()
+        scheduleDrain()
+        updateSelfRetain()
+    }
+
+    // MARK: Test hooks
+
+    /// Whether the EV_WRITE watcher is armed (only while queued datagrams wait for the socket).
+    var isWaitingForWritable: Bool { writeWatcher.isActive }
+    /// Whether a drain is scheduled for the end of this iteration.
+    var isDrainScheduled: Bool { drainAtIterationEnd.isActive }
+    /// Whether the watcher is backing off after ENOBUFS.
+    var isBackingOff: Bool { backoffTimer.isActive }
+}

@@ -1,0 +1,125 @@
+internal import CUDPShims
+internal import Glibc
+
+/// A fixed ring of datagram slots whose memory is allocated once and reused: per slot, `slotSize` payload
+/// bytes, a `sockaddr_storage`, an `iovec` and an `mmsghdr` already pointing at them. Any run of slots that
+/// does not wrap is therefore a ready `sendmmsg` vector: a drain builds nothing.
+///
+/// The unsafe part of the package's send path lives here and only here. Slots are used in FIFO order.
+final class DatagramRing {
+    /// Number of slots.
+    let capacity: Int
+    /// Payload bytes per slot.
+    let slotSize: Int
+    /// Queued payload bytes allowed at once.
+    let byteCapacity: Int
+
+    /// Index of the oldest queued datagram.
+    private(set) var head = 0
+    /// Number of queued datagrams.
+    private(set) var count = 0
+    /// Queued payload bytes.
+    private(set) var bytes = 0
+
+    private let payload: UnsafeMutableRawPointer
+    private let addresses: UnsafeMutablePointer<sockaddr_storage>
+    private let iovecs: UnsafeMutablePointer<iovec>
+    private let messages: UnsafeMutablePointer<cudp_mmsghdr>
+
+    init(capacity: Int, slotSize: Int, byteCapacity: Int) {
+        precondition(capacity > 0 && slotSize >= 0 && byteCapacity >= 0)
+        self.capacity = capacity
+        self.slotSize = slotSize
+        self.byteCapacity = byteCapacity
+        payload = .allocate(byteCount: max(capacity * slotSize, 1), alignment: 16)
+        addresses = .allocate(capacity: capacity)
+        addresses.initialize(repeating: sockaddr_storage(), count: capacity)
+        iovecs = .allocate(capacity: capacity)
+        messages = .allocate(capacity: capacity)
+        for slot in 0..<capacity {
+            (iovecs + slot).initialize(to: iovec(iov_base: payload + slot * slotSize, iov_len: 0))
+            var message = cudp_mmsghdr()
+            message.msg_hdr.msg_iov = iovecs + slot
+            message.msg_hdr.msg_iovlen = 1
+            (messages + slot).initialize(to: message)
+        }
+    }
+
+    deinit {
+        payload.deallocate()
+        addresses.deallocate()
+        iovecs.deallocate()
+        messages.deallocate()
+    }
+
+    var isEmpty: Bool { count == 0 }
+    var isFull: Bool { count == capacity }
+
+    /// Whether a datagram of `length` bytes fits now, in slots and in bytes.
+    func canAccept(length: Int) -> Bool {
+        count < capacity && bytes + length <= byteCapacity
+    }
+
+    /// The free slot after the last queued datagram, to be written and then `commitTail`ted.
+    var tailPayload: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: payload + tailIndex * slotSize, count: slotSize)
+    }
+
+    /// Queues the tail slot: its first `length` payload bytes, to `destination` (nil: the connected peer).
+    func commitTail(length: Int, destination: SocketAddress?) {
+        precondition(count < capacity && length <= slotSize)
+        let slot = tailIndex
+        iovecs[slot].iov_len = length
+        if let destination {
+            messages[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
+            messages[slot].msg_hdr.msg_namelen = destination.write(to: addresses + slot)
+        } else {
+            messages[slot].msg_hdr.msg_name = nil
+            messages[slot].msg_hdr.msg_namelen = 0
+        }
+        count += 1
+        bytes += length
+    }
+
+    /// How many queued datagrams from the head can go in one `sendmmsg` vector (they stop at the ring's end).
+    var contiguousFromHead: Int { min(count, capacity - head) }
+
+    /// The `mmsghdr` of the head datagram; the next `contiguousFromHead` follow it in memory.
+    var headMessages: UnsafeMutablePointer<cudp_mmsghdr> { messages + head }
+
+    /// Payload length of the datagram `offset` places after the head.
+    func length(at offset: Int) -> Int { iovecs[index(offset)].iov_len }
+
+    /// Destination of the datagram `offset` places after the head; nil when it goes to the connected peer.
+    func destination(at offset: Int) -> SocketAddress? {
+        let slot = index(offset)
+        guard let name = messages[slot].msg_hdr.msg_name else { return nil }
+        return SocketAddress(name, length: messages[slot].msg_hdr.msg_namelen)
+    }
+
+    /// Payload of the datagram `offset` places after the head.
+    func payload(at offset: Int) -> UnsafeRawBufferPointer {
+        let slot = index(offset)
+        return UnsafeRawBufferPointer(start: iovecs[slot].iov_base, count: iovecs[slot].iov_len)
+    }
+
+    /// Removes `n` datagrams from the head and returns their payload bytes.
+    @discardableResult
+    func popFront(_ n: Int) -> Int {
+        precondition(n <= count)
+        var removed = 0
+        for offset in 0..<n { removed += iovecs[index(offset)].iov_len }
+        head = index(n)
+        count -= n
+        bytes -= removed
+        if count == 0 { head = 0 }
+        return removed
+    }
+
+    private var tailIndex: Int { index(count) }
+
+    private func index(_ offset: Int) -> Int {
+        let i = head + offset
+        return i < capacity ? i : i - capacity
+    }
+}

@@ -1,0 +1,113 @@
+internal import CUDPShims
+internal import Glibc
+
+/// The result of one kernel call: a count, or the errno it failed with.
+enum IOResult: Equatable {
+    case done(Int)
+    case failed(Errno)
+}
+
+/// One small wrapper per system call the package makes. Each reads errno straight after the call,
+/// inside a non-inlined function so nothing (ARC included) can run in between, and retries EINTR here.
+enum Syscall {
+    /// A stand-in for `sendmmsg(2)` that tests install to script what loopback cannot produce on demand.
+    typealias SendmmsgSeam = (_ fd: Int32, _ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int) -> IOResult
+
+    /// `sendmmsg(2)`, retried on EINTR. `count` must be 1...1024.
+    @inline(never)
+    static func sendmmsg(_ fd: Int32, _ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int, seam: SendmmsgSeam?) -> IOResult {
+        while true {
+            let result = seam?(fd, messages, count) ?? sendmmsgOnce(fd, messages, count)
+            if result != .failed(.EINTR) { return result }
+        }
+    }
+
+    /// One `sendmmsg(2)` attempt; also what a seam calls when it wants the real kernel.
+    ///
+    /// MSG_DONTWAIT makes every call nonblocking even if someone clears O_NONBLOCK on a shared descriptor
+    /// after registration: a blocking send would stall the whole loop.
+    @inline(never)
+    static func sendmmsgOnce(_ fd: Int32, _ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int) -> IOResult {
+        let rc = cudp_sendmmsg(fd, messages, UInt32(count), Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+        return rc >= 0 ? .done(Int(rc)) : .failed(.current)
+    }
+
+    /// `recvmmsg(2)` without a timeout, retried on EINTR.
+    @inline(never)
+    static func recvmmsg(_ fd: Int32, _ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int) -> IOResult {
+        while true {
+            let rc = cudp_recvmmsg(fd, messages, UInt32(count), Int32(MSG_DONTWAIT))
+            if rc >= 0 { return .done(Int(rc)) }
+            let error = Errno.current
+            if error != .EINTR { return .failed(error) }
+        }
+    }
+
+    /// `socket(2)` for a nonblocking, close-on-exec UDP socket.
+    @inline(never)
+    static func socket(_ family: SocketAddress.Family) -> IOResult {
+        let type = Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        let fd = Glibc.socket(family.rawValue, type, Int32(IPPROTO_UDP))
+        return fd >= 0 ? .done(Int(fd)) : .failed(.current)
+    }
+
+    @inline(never)
+    static func bind(_ fd: Int32, _ address: SocketAddress) -> Errno? {
+        address.withSockAddr { Glibc.bind(fd, $0, $1) == 0 ? nil : .current }
+    }
+
+    /// `connect(2)`; for UDP it only sets the default peer and filters what is received.
+    @inline(never)
+    static func connect(_ fd: Int32, _ address: SocketAddress) -> Errno? {
+        address.withSockAddr { sockaddr, length in
+            while Glibc.connect(fd, sockaddr, length) != 0 {
+                let error = Errno.current
+                if error != .EINTR { return error }
+            }
+            return nil
+        }
+    }
+
+    @inline(never)
+    static func getsockopt(_ fd: Int32, _ level: Int32, _ name: Int32) -> IOResult {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return Glibc.getsockopt(fd, level, name, &value, &length) == 0 ? .done(Int(value)) : .failed(.current)
+    }
+
+    @inline(never)
+    static func setsockopt(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> Errno? {
+        var value = value
+        return Glibc.setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 ? nil : .current
+    }
+
+    /// `getsockname(2)` (`peer: false`) or `getpeername(2)` (`peer: true`).
+    @inline(never)
+    static func address(_ fd: Int32, peer: Bool) -> Result<SocketAddress?, Errno> {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { bytes in
+            let pointer = bytes.baseAddress!.assumingMemoryBound(to: sockaddr.self)
+            return peer ? getpeername(fd, pointer, &length) : getsockname(fd, pointer, &length)
+        }
+        guard rc == 0 else { return .failure(.current) }
+        return .success(withUnsafeBytes(of: &storage) { SocketAddress($0.baseAddress!, length: length) })
+    }
+
+    @inline(never)
+    static func fileStatusFlags(_ fd: Int32) -> IOResult {
+        let flags = fcntl(fd, F_GETFL)
+        return flags >= 0 ? .done(Int(flags)) : .failed(.current)
+    }
+
+    @inline(never)
+    static func setFileStatusFlags(_ fd: Int32, _ flags: Int32) -> Errno? {
+        fcntl(fd, F_SETFL, flags) == 0 ? nil : .current
+    }
+
+    /// `close(2)`. EINTR is not retried: on Linux the descriptor is released even then.
+    @inline(never)
+    static func close(_ fd: Int32) -> Errno? {
+        Glibc.close(fd) == 0 ? nil : .current
+    }
+}

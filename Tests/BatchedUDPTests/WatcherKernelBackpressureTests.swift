@@ -1,0 +1,127 @@
+@testable import BatchedUDP
+import Foundation
+import Glibc
+import Libev
+import Synchronization
+import Testing
+
+/// Cases the kernel produces for real. Loopback itself never pushes back (it releases a datagram's send
+/// buffer charge as soon as it is queued to the receiver), so these run in a private network namespace
+/// whose `lo` has a rate-limiting qdisc or a small MTU. Root is required, as in CI.
+@Suite(.serialized) struct WatcherKernelBackpressureTests {
+    /// 100,000 datagrams through a small SO_SNDBUF into a 20 Mbit/s qdisc with a short queue: the kernel answers with short
+    /// counts and EAGAIN, and every datagram still arrives exactly once, in order.
+    @Test func realShortCountsAndEAGAINLoseNothing() throws {
+        let namespace = try NetworkNamespace(rate: "20mbit")
+        let total = 100_000
+        let (loop, watcher, receiver) = try namespace.inside {
+            let receiver = try Receiver(receiveBuffer: 256 << 20)
+            let socket = try UDPSocket(family: .ipv4)
+            try socket.setSendBufferSize(4096)
+            try socket.connect(to: receiver.address)
+            let loop = try EventLoop()
+            return (loop, try BatchedUDPWatcher(loop: loop, socket: socket), receiver)
+        }
+        let reader = BackgroundReader(receiver, expecting: total)
+        var next = 0
+        func refill(_ watcher: BatchedUDPWatcher) {
+            while next < total && watcher.isWritable {
+                do { try watcher.enqueue(sequencePayload(next, size: 64)) } catch { break }
+                next += 1
+            }
+        }
+        watcher.onWritabilityChanged = { watcher, writable in if writable { refill(watcher) } }
+        watcher.onError = { _, failure in Issue.record("unexpected failure: \(failure)") }
+        refill(watcher)
+        loop.run()
+        let received = reader.finish()
+        let counters = watcher.counters
+        #expect(counters.sent == total && counters.failed == 0)
+        #expect(counters.eagain > 0, "the kernel pushed back with EAGAIN: \(counters)")
+        #expect(counters.shortCounts > 0, "the kernel returned short counts: \(counters)")
+        #expect(received.count == total)
+        #expect(received == Array(0..<total), "every datagram once, in order")
+        expectAccounted(watcher)
+    }
+
+    /// An oversized datagram (over the path MTU with don't-fragment set) in the middle of a batch: the
+    /// kernel sends the two before it, the retry fails it alone with EMSGSIZE, and the two after it go out.
+    @Test func oversizedDatagramMidBatchFailsAlone() throws {
+        let namespace = try NetworkNamespace(mtu: 1500)
+        let (loop, watcher, receiver) = try namespace.inside {
+            let receiver = try Receiver()
+            let socket = try UDPSocket(family: .ipv4)
+            try socket.setOption(Int32(IPPROTO_IP), IP_MTU_DISCOVER, IP_PMTUDISC_DO, "IP_MTU_DISCOVER")
+            try socket.connect(to: receiver.address)
+            let loop = try EventLoop()
+            return (loop, try BatchedUDPWatcher(loop: loop, socket: socket), receiver)
+        }
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+        for i in 0..<5 { try watcher.enqueue(sequencePayload(i, size: i == 2 ? 2000 : 100)) }
+        loop.run()
+        #expect(failures.map(\.sequence) == [2])
+        #expect(failures.first?.errno == .EMSGSIZE)
+        #expect(failures.first?.length == 2000)
+        #expect(receiver.receive(4).map(sequence(of:)) == [0, 1, 3, 4])
+        #expect(watcher.counters.shortCounts == 1)
+        expectAccounted(watcher)
+    }
+
+    /// A connected socket whose peer port has no listener: the ICMP error comes back as ECONNREFUSED on
+    /// the next send, charged to that datagram; once a listener appears the watcher keeps working.
+    @Test func connectionRefusedIsReportedAndTheWatcherRecovers() throws {
+        let loop = try EventLoop()
+        let placeholder = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let address = try placeholder.localAddress
+        try placeholder.close()
+        let socket = try UDPSocket(family: .ipv4)
+        try socket.connect(to: address)
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: socket)
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+
+        var sequence = 0
+        func sendOneAndSettle() throws {
+            try watcher.enqueue(sequencePayload(sequence))
+            sequence += 1
+            loop.run()
+            // Let loopback deliver the ICMP error before the next send.
+            let pause = TimerWatcher(loop: loop, after: 0.02) { _ in }
+            pause.start()
+            loop.run()
+        }
+        for _ in 0..<4 where failures.isEmpty { try sendOneAndSettle() }
+        #expect(failures.count == 1)
+        #expect(failures.first?.errno == .ECONNREFUSED)
+        #expect(failures.first?.sequence ?? 0 >= 1, "the datagram that met the pending error is the one reported")
+        #expect(watcher.state == .open)
+
+        let listener = try Receiver(address)
+        try watcher.enqueue(sequencePayload(100))
+        loop.run()
+        #expect(listener.receive(1).map(sequence(of:)) == [100])
+        expectAccounted(watcher)
+    }
+}
+
+/// Reads sequence numbers on its own thread while the loop sends.
+final class BackgroundReader: @unchecked Sendable {
+    private let receiver: Receiver
+    private let result = Mutex<[Int]>([])
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ receiver: Receiver, expecting count: Int) {
+        self.receiver = receiver
+        Thread.detachNewThread { [self] in
+            let datagrams = self.receiver.receive(count, timeout: 5)
+            self.result.withLock { $0 = datagrams.map(sequence(of:)) }
+            self.done.signal()
+        }
+    }
+
+    func finish() -> [Int] {
+        done.wait()
+        return result.withLock { $0 }
+    }
+}
