@@ -1,3 +1,4 @@
+internal import CUDPShims
 internal import Glibc
 
 /// An IPv4 or IPv6 address with a port: where a datagram goes or came from.
