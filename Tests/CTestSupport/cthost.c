@@ -56,4 +56,18 @@ void cthost_destroy(cthost *host) {
     free(host);
 }
 
+int ctest_pin_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}
+
+int ctest_unpin(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}
+
 int ctest_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }

@@ -19,6 +19,10 @@ int cthost_timer_fired(const cthost *host);
 int cthost_reads_done(const cthost *host);
 void cthost_destroy(cthost *host);
 
+/// Pins the calling thread to `cpu` (sched_setaffinity); 0, or -1 with errno. ctest_unpin restores all CPUs.
+int ctest_pin_to_cpu(int cpu);
+int ctest_unpin(void);
+
 /// setns(fd, CLONE_NEWNET) for the calling thread: 0, or -1 with errno.
 int ctest_setns_net(int fd);
 
