@@ -121,8 +121,8 @@ public final class BatchedUDPWatcher {
         }
     }
 
-    /// Opens `socket` itself is not needed: this registers a descriptor made elsewhere (C code, another
-    /// library), which stays owned by its creator.
+    /// Registers a datagram socket made elsewhere (C code, another library); its creator keeps owning
+    /// the descriptor.
     /// - Throws: as ``init(loop:socket:configuration:)``.
     public convenience init(loop: EventLoop, fileDescriptor: Int32, configuration: Configuration = Configuration()) throws(BatchedUDPError) {
         let socket: UDPSocket

@@ -116,6 +116,38 @@ import Testing
         #expect(receiver.receive(3).count == 3)
     }
 
+    /// A spent per-drain budget yields to the loop through EV_WRITE (fires after the next poll without
+    /// blocking); a prepare watcher started inside the prepare phase would leave the loop blocked.
+    @Test func spentBudgetYieldsWithoutStalling() throws {
+        let (loop, watcher, receiver, script, _) = try setUp([]) {
+            $0.batchSize = 2
+            $0.maxCallsPerDrain = 1
+            $0.highWaterMark = .init(messages: 2, bytes: 1 << 20)
+            $0.lowWaterMark = .init(messages: 0, bytes: 0)
+        }
+        var refills = 0
+        watcher.onWritabilityChanged = { watcher, writable in
+            // Enqueued from inside the prepare-phase drain's reports, with its budget already spent.
+            if writable && refills < 3 {
+                refills += 1
+                for i in 0..<2 { try? watcher.enqueue(sequencePayload(2 * refills + i)) }
+            }
+        }
+        let guardTimer = TimerWatcher(loop: loop, after: 5) { timer in
+            Issue.record("the loop stalled with \(watcher.counters.queued) queued")
+            timer.loop.breakLoop()
+        }
+        guardTimer.keepsLoopAlive = false
+        guardTimer.start()
+        for i in 0..<2 { try watcher.enqueue(sequencePayload(i)) }
+        loop.run()
+        #expect(receiver.receive(8).map(sequence(of:)) == Array(0..<8))
+        #expect(script.calls.allSatisfy { $0.offered <= 2 })
+        #expect(refills == 3)
+        #expect(!watcher.isWaitingForWritable && !watcher.isDrainScheduled)
+        expectAccounted(watcher)
+    }
+
     @Test func closeReportsEveryQueuedDatagramOnce() throws {
         let (_, watcher, receiver, _, reports) = try setUp([.sendOnly(2), .fail(.EAGAIN)])
         for i in 0..<6 { try watcher.enqueue(sequencePayload(i)) }
