@@ -32,11 +32,12 @@ enum Syscall {
         return rc >= 0 ? .done(Int(rc)) : .failed(.current)
     }
 
-    /// `recvmmsg(2)` without a timeout, retried on EINTR.
+    /// `recvmmsg(2)` without a timeout, nonblocking, retried on EINTR. MSG_TRUNC makes each `msg_len`
+    /// the datagram's real length, so a truncated one can be reported with its size.
     @inline(never)
     static func recvmmsg(_ fd: Int32, _ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int) -> IOResult {
         while true {
-            let rc = cudp_recvmmsg(fd, messages, UInt32(count), Int32(MSG_DONTWAIT))
+            let rc = cudp_recvmmsg(fd, messages, UInt32(count), Int32(MSG_DONTWAIT) | Int32(MSG_TRUNC))
             if rc >= 0 { return .done(Int(rc)) }
             let error = Errno.current
             if error != .EINTR { return .failed(error) }

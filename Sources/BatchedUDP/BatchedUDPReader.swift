@@ -1,0 +1,154 @@
+internal import CUDPShims
+public import Libev
+
+/// Reads datagrams from a UDP socket with `recvmmsg(2)` when the loop reports it readable, and hands
+/// them to a handler one batch at a time.
+///
+/// Slots are allocated once; a batch is a view into them, so there is no copy and no allocation per
+/// datagram. A datagram larger than a slot is dropped and reported (``onProblem``), never delivered cut
+/// short. A readiness callback makes at most ``Configuration/maxCallsPerEvent`` calls, so one busy socket
+/// cannot starve the loop (libev's level-triggered EV_READ comes back next iteration). EAGAIN ends a read;
+/// an ICMP error queued on a connected socket (ECONNREFUSED) is reported and reading goes on.
+///
+/// A reader and a ``BatchedUDPWatcher`` can share one socket: they use separate read and write watchers
+/// on the same descriptor. The reader never closes the socket.
+///
+/// Thread confinement: create and use it on its loop's thread only. Not `Sendable`.
+public final class BatchedUDPReader {
+    /// Sizes of a reader, fixed at creation. Memory: `batchSize × maxDatagramSize` bytes plus about
+    /// 220 bytes per slot (defaults: 64 × 2,048 B = 128 KiB).
+    public struct Configuration: Sendable, Equatable {
+        /// Datagrams per `recvmmsg` call, 1...1024. Default 64.
+        public var batchSize = 64
+        /// Slot size in bytes: larger datagrams are dropped as truncated. Default 2,048; at most 65,535.
+        public var maxDatagramSize = 2048
+        /// `recvmmsg` calls per readiness callback. Default 16.
+        public var maxCallsPerEvent = 16
+        /// Whether the active reader keeps its loop running (a server's usually does). Default true.
+        public var keepsLoopAlive = true
+
+        /// The defaults above.
+        public init() {}
+
+        func validate() throws(BatchedUDPError) {
+            guard (1...1024).contains(batchSize) else {
+                throw .invalidConfiguration("batchSize must be 1...1024 (UIO_MAXIOV), got \(batchSize)")
+            }
+            guard (1...65_535).contains(maxDatagramSize) else {
+                throw .invalidConfiguration("maxDatagramSize must be 1...65535, got \(maxDatagramSize)")
+            }
+            guard maxCallsPerEvent >= 1 else {
+                throw .invalidConfiguration("maxCallsPerEvent must be at least 1, got \(maxCallsPerEvent)")
+            }
+        }
+    }
+
+    /// Called on the loop thread once per `recvmmsg` call that delivered at least one whole datagram.
+    public typealias Handler = (BatchedUDPReader, ReceivedBatch) -> Void
+
+    /// The loop the reader runs on.
+    public let loop: EventLoop
+    /// The socket it reads. The reader never closes it.
+    public let socket: UDPSocket
+    /// Sizes, as given.
+    public let configuration: Configuration
+    /// Called on the loop thread for each truncated datagram and each failed `recvmmsg`.
+    public var onProblem: ((BatchedUDPReader, ReceiveProblem) -> Void)?
+    /// What the reader has received so far.
+    public private(set) var counters = ReceiveCounters()
+
+    private let handler: Handler
+    private let slots: ReceiveSlots
+    private let fd: Int32
+    private var readWatcher: IOWatcher!
+
+    /// Registers `socket` for reading; call ``start()`` to begin.
+    /// - Throws: ``BatchedUDPError/invalidConfiguration(_:)``, or ``BatchedUDPError/socket(_:)`` for a
+    ///   closed descriptor or one that is not a UDP socket.
+    /// - Cost: the slots' allocation; a few syscalls to check the socket.
+    public init(loop: EventLoop, socket: UDPSocket, configuration: Configuration = Configuration(),
+                handler: @escaping Handler) throws(BatchedUDPError) {
+        try configuration.validate()
+        do throws(SocketError) {
+            let checked = try UDPSocket(adopting: socket.fileDescriptor)
+            if try !checked.isNonBlocking { try checked.setNonBlocking(true) }
+        } catch {
+            throw .socket(error)
+        }
+        self.loop = loop
+        self.socket = socket
+        self.configuration = configuration
+        self.handler = handler
+        fd = socket.fileDescriptor
+        slots = ReceiveSlots(count: configuration.batchSize, slotSize: configuration.maxDatagramSize)
+        do {
+            readWatcher = try IOWatcher(loop: loop, fileDescriptor: fd, events: .read) { [unowned self] _, events in
+                withExtendedLifetime(self) { self.readable(events) }
+            }
+        } catch {
+            throw .socket(SocketError("register(fd \(fd))", problem: error.description))
+        }
+        readWatcher.keepsLoopAlive = configuration.keepsLoopAlive
+    }
+
+    /// Starts reading (EV_READ). Does nothing if reading.
+    public func start() { readWatcher.start() }
+
+    /// Stops reading; datagrams wait in the socket's receive buffer. Safe inside the handler.
+    public func stop() { readWatcher.stop() }
+
+    /// Whether the reader is watching its socket.
+    public var isReading: Bool { readWatcher.isActive }
+
+    private func readable(_ events: IOEvents) {
+        guard !events.contains(.error) else {
+            report(.error(.EBADF))
+            return
+        }
+        var calls = 0
+        while calls < configuration.maxCallsPerEvent && readWatcher.isActive {
+            calls += 1
+            counters.recvmmsgCalls += 1
+            slots.prepare(slots.count)
+            switch Syscall.recvmmsg(fd, slots.messages, slots.count) {
+            case let .done(received):
+                deliver(received)
+                if received < slots.count { return }
+            case .failed(.EAGAIN):
+                return
+            case let .failed(error):
+                counters.errors += 1
+                report(.error(error))
+                switch error {
+                case .ECONNREFUSED, .EHOSTUNREACH, .ENETUNREACH:
+                    continue  // an ICMP error for an earlier send, now consumed: keep reading
+                case .EBADF, .ENOTSOCK, .EFAULT:
+                    readWatcher.stop()
+                    return
+                default:
+                    return
+                }
+            }
+        }
+    }
+
+    private func deliver(_ received: Int) {
+        var whole = 0
+        for slot in 0..<received {
+            if slots.isTruncated(slot) || slots.length(slot) > slots.slotSize {
+                counters.truncated += 1
+                report(.truncated(sender: slots.sender(slot), size: slots.length(slot), limit: slots.slotSize))
+            } else {
+                slots.delivered[whole] = Int32(slot)
+                whole += 1
+                counters.bytes += slots.length(slot)
+            }
+        }
+        counters.datagrams += whole
+        if whole > 0 { handler(self, ReceivedBatch(slots: slots, count: whole)) }
+    }
+
+    private func report(_ problem: ReceiveProblem) {
+        onProblem?(self, problem)
+    }
+}

@@ -1,0 +1,169 @@
+@testable import BatchedUDP
+import Glibc
+import Libev
+import Testing
+
+@Suite struct ReaderTests {
+    /// Collects copies of what a reader delivers.
+    final class Inbox {
+        var datagrams: [(sender: SocketAddress?, bytes: [UInt8])] = []
+        var batches: [Int] = []
+        var problems: [ReceiveProblem] = []
+    }
+
+    func reader(on socket: UDPSocket, loop: EventLoop, _ configure: (inout BatchedUDPReader.Configuration) -> Void = { _ in })
+        throws -> (BatchedUDPReader, Inbox)
+    {
+        var configuration = BatchedUDPReader.Configuration()
+        configure(&configuration)
+        let inbox = Inbox()
+        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: configuration) { _, batch in
+            inbox.batches.append(batch.count)
+            for datagram in batch { inbox.datagrams.append((datagram.sender, Array(datagram.payload))) }
+        }
+        reader.onProblem = { _, problem in inbox.problems.append(problem) }
+        return (reader, inbox)
+    }
+
+    /// Runs the loop until `done()` or the failsafe.
+    func run(_ loop: EventLoop, until done: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) {
+        let guardTimer = TimerWatcher(loop: loop, after: 5) { timer in
+            Issue.record("timed out", sourceLocation: sourceLocation)
+            timer.loop.breakLoop()
+        }
+        guardTimer.keepsLoopAlive = false
+        guardTimer.start()
+        while !done() && guardTimer.isActive { loop.run(.once) }
+    }
+
+    @Test func mixedSizesAndSendersArriveExactly() throws {
+        let loop = try EventLoop()
+        let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try server.setReceiveBufferSize(8 << 20, force: true)
+        let (reader, inbox) = try reader(on: server, loop: loop) { $0.batchSize = 16 }
+        reader.start()
+        let senders = try (0..<3).map { _ in try UDPSocket(bindingTo: .loopbackIPv4(port: 0)) }
+        var sent: [(SocketAddress, [UInt8])] = []
+        for i in 0..<300 {
+            let sender = senders[i % 3]
+            let size = (i * 37) % 1500
+            let bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+            try bytes.withUnsafeBytes { raw in
+                try server.localAddress.withSockAddr { address, length in
+                    #expect(sendto(sender.fileDescriptor, raw.baseAddress, raw.count, 0, address, length) == size)
+                }
+            }
+            sent.append((try sender.localAddress, bytes))
+        }
+        run(loop) { inbox.datagrams.count == 300 }
+        #expect(inbox.datagrams.count == 300)
+        #expect(zip(inbox.datagrams, sent).allSatisfy { $0.sender == $1.0 && $0.bytes == $1.1 })
+        #expect(inbox.batches.allSatisfy { $0 <= 16 })
+        #expect(reader.counters.datagrams == 300 && reader.counters.bytes == sent.map(\.1.count).reduce(0, +))
+        #expect(inbox.problems.isEmpty)
+    }
+
+    @Test func truncatedDatagramsAreReportedNotDelivered() throws {
+        let loop = try EventLoop()
+        let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let (reader, inbox) = try reader(on: server, loop: loop) { $0.maxDatagramSize = 100 }
+        reader.start()
+        let client = try UDPSocket(family: .ipv4)
+        try client.connect(to: server.localAddress)
+        for size in [50, 150, 100, 80] {
+            let bytes = [UInt8](repeating: UInt8(size), count: size)
+            #expect(bytes.withUnsafeBytes { send(client.fileDescriptor, $0.baseAddress, $0.count, 0) } == size)
+        }
+        run(loop) { inbox.datagrams.count == 3 }
+        #expect(inbox.datagrams.map(\.bytes.count) == [50, 100, 80])
+        #expect(inbox.problems == [.truncated(sender: try client.localAddress, size: 150, limit: 100)])
+        #expect(reader.counters.truncated == 1)
+    }
+
+    @Test func perCallbackBudgetHolds() throws {
+        let loop = try EventLoop()
+        let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let (reader, inbox) = try reader(on: server, loop: loop) {
+            $0.batchSize = 4
+            $0.maxCallsPerEvent = 2
+        }
+        reader.start()
+        let client = try UDPSocket(family: .ipv4)
+        try client.connect(to: server.localAddress)
+        for i in 0..<20 {
+            var byte = UInt8(i)
+            #expect(send(client.fileDescriptor, &byte, 1, 0) == 1)
+        }
+        loop.run(.once)
+        #expect(reader.counters.recvmmsgCalls == 2)
+        #expect(inbox.datagrams.count == 8, "one readiness callback reads at most 2 × 4")
+        run(loop) { inbox.datagrams.count == 20 }
+        #expect(inbox.datagrams.map { Int($0.bytes[0]) } == Array(0..<20))
+    }
+
+    @Test func ipv6SendersAreReported() throws {
+        let loop = try EventLoop()
+        let server = try UDPSocket(bindingTo: .loopbackIPv6(port: 0))
+        let (reader, inbox) = try reader(on: server, loop: loop)
+        reader.start()
+        let client = try UDPSocket(bindingTo: .loopbackIPv6(port: 0))
+        try client.connect(to: server.localAddress)
+        var payload: [UInt8] = [6, 6, 6]
+        #expect(send(client.fileDescriptor, &payload, 3, 0) == 3)
+        run(loop) { inbox.datagrams.count == 1 }
+        #expect(inbox.datagrams.first?.sender == (try client.localAddress))
+        #expect(inbox.datagrams.first?.sender?.family == .ipv6)
+    }
+
+    /// An ICMP port-unreachable for an earlier send surfaces as ECONNREFUSED on a read; it is reported
+    /// and reading continues, so the next datagram from the peer arrives.
+    @Test func queuedICMPErrorDoesNotStopReading() throws {
+        let loop = try EventLoop()
+        let placeholder = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let peerAddress = try placeholder.localAddress
+        try placeholder.close()
+        let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try socket.connect(to: peerAddress)
+        let (reader, inbox) = try reader(on: socket, loop: loop)
+        reader.start()
+        var byte: UInt8 = 1
+        #expect(send(socket.fileDescriptor, &byte, 1, 0) == 1)
+        run(loop) { !inbox.problems.isEmpty }
+        #expect(inbox.problems == [.error(.ECONNREFUSED)])
+        #expect(reader.isReading)
+
+        let peer = try UDPSocket(bindingTo: peerAddress)
+        try peer.connect(to: socket.localAddress)
+        byte = 2
+        #expect(send(peer.fileDescriptor, &byte, 1, 0) == 1)
+        run(loop) { inbox.datagrams.count == 1 }
+        #expect(inbox.datagrams.first?.bytes == [2])
+    }
+
+    /// Reader and watcher on one socket (separate read and write watchers): an echo.
+    @Test func readerAndWatcherShareASocket() throws {
+        let loop = try EventLoop()
+        let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try server.setReceiveBufferSize(8 << 20, force: true)
+        var roomy = BatchedUDPWatcher.Configuration()
+        roomy.capacity = 4096
+        let echo = try BatchedUDPWatcher(loop: loop, socket: server, configuration: roomy)
+        let reader = try BatchedUDPReader(loop: loop, socket: server) { _, batch in
+            for datagram in batch { try! echo.enqueue(datagram.payload, to: datagram.sender) }
+        }
+        reader.start()
+        let client = try Receiver(receiveBuffer: 8 << 20)
+        let sender = try BatchedUDPWatcher(loop: loop, socket: client.socket, configuration: roomy)
+        for i in 0..<2000 { try sender.enqueue(sequencePayload(i, size: 8 + i % 900), to: server.localAddress) }
+        var echoed: [[UInt8]] = []
+        let collector = try IOWatcher(loop: loop, fileDescriptor: client.socket.fileDescriptor, events: .read) { watcher, _ in
+            echoed += client.pending()
+            if echoed.count >= 2000 { watcher.stop() }
+        }
+        collector.start()
+        run(loop) { echoed.count >= 2000 }
+        #expect(echoed.map(sequence(of:)) == Array(0..<2000))
+        #expect(zip(echoed, 0..<2000).allSatisfy { $0.count == 8 + $1 % 900 })
+        #expect(echo.counters.failed == 0 && sender.counters.failed == 0)
+    }
+}
