@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         // The examples only; the two libraries depend on libev and the toolchain alone.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibev", providers: [.apt(["libev-dev"])]),
@@ -24,6 +25,15 @@ let package = Package(
         .target(name: "Libev", dependencies: ["CLibev"], swiftSettings: swiftSettings),
         .target(name: "BatchedUDP", dependencies: ["Libev", "CUDPShims"], swiftSettings: swiftSettings),
 
+        .executableTarget(
+            name: "echo-relay",
+            dependencies: [
+                "BatchedUDP", "Libev",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/EchoRelay",
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "udp-blast",
             dependencies: [

@@ -1,20 +1,32 @@
 import ArgumentParser
 import BatchedUDP
+import Glibc
 import Libev
 
-/// Sends `--count` datagrams through one BatchedUDPWatcher on a connected socket, refilling the ring
-/// whenever it drains below its low water mark, then prints what happened.
+/// Sends datagrams through one BatchedUDPWatcher on a connected socket, refilling the ring whenever it
+/// drains below its low water mark; with --expect-replies, reads the replies on the same socket with a
+/// BatchedUDPReader and measures loss, order and round-trip time.
 struct Send: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Send datagrams through one BatchedUDPWatcher (sendmmsg) on a connected socket.")
+        abstract: "Send datagrams through one BatchedUDPWatcher (sendmmsg) on a connected socket.",
+        discussion: """
+            Payload: sequence number (8 bytes, little endian), then with --expect-replies the send time in
+            nanoseconds (8 bytes), then filler up to --size.
+            """)
 
     @Option(help: "Destination HOST:PORT: a.b.c.d:port, [ipv6]:port or localhost:port.")
     var to: String
 
-    @Option(help: "Datagrams to send.")
-    var count = 1_000_000
+    @Option(help: "Datagrams to send (with --duration: at most this many).")
+    var count: Int?
 
-    @Option(help: "Payload bytes per datagram, 8...65507 (the first 8 carry the sequence number).")
+    @Option(help: "Send for this many seconds instead of a fixed --count.")
+    var duration: Double?
+
+    @Option(help: "Datagrams per second; unlimited when omitted.")
+    var rate: Double?
+
+    @Option(help: "Payload bytes per datagram, 8...65507 (16 or more with --expect-replies).")
     var size = 64
 
     @Option(help: "Datagrams per sendmmsg call, 1...1024.")
@@ -26,16 +38,26 @@ struct Send: ParsableCommand {
     @Option(help: "SO_SNDBUF in bytes (the kernel doubles it and enforces a minimum).")
     var sndbuf: Int?
 
+    @Flag(help: "Read the replies (an echo server's) and report received, lost, reordered and round-trip times.")
+    var expectReplies = false
+
+    @Option(help: "With --expect-replies: seconds to wait for the last replies after the last send.")
+    var timeout = 1.0
+
     @Flag(help: "Print one JSON object instead of the human summary.")
     var json = false
 
     func validate() throws {
         _ = try destination()
-        guard count >= 1 else { throw ValidationError("--count must be at least 1, got \(count)") }
-        guard (8...65_507).contains(size) else { throw ValidationError("--size must be 8...65507 bytes, got \(size)") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1, got \(count)") }
+        if let duration, !(duration > 0 && duration.isFinite) { throw ValidationError("--duration must be a positive number of seconds") }
+        if let rate, !(rate > 0 && rate.isFinite) { throw ValidationError("--rate must be a positive number of datagrams per second") }
+        let minimum = expectReplies ? 16 : 8
+        guard (minimum...65_507).contains(size) else { throw ValidationError("--size must be \(minimum)...65507 bytes, got \(size)") }
         guard (1...1024).contains(batch) else { throw ValidationError("--batch must be 1...1024, got \(batch)") }
         guard ring >= 1 else { throw ValidationError("--ring must be at least 1, got \(ring)") }
         if let sndbuf, sndbuf < 1 { throw ValidationError("--sndbuf must be positive, got \(sndbuf)") }
+        guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 or more seconds") }
     }
 
     func destination() throws -> SocketAddress {
@@ -43,68 +65,172 @@ struct Send: ParsableCommand {
     }
 
     func run() throws {
-        let destination = try destination()
-        let loop: EventLoop
-        let watcher: BatchedUDPWatcher
+        let blaster = try Blaster(self, destination: try destination())
+        let report = blaster.run()
+        if json {
+            print(report.json)
+        } else {
+            print(report.human(title: "udp-blast send"))
+            for (errno, n) in blaster.watcher.counters.failedByErrno.sorted(by: { $0.value > $1.value }) {
+                print("  failed with \(errno): \(n)")
+            }
+        }
+        let c = blaster.watcher.counters
+        guard c.sent + c.failed == c.enqueued, c.queued == 0 else {
+            throw Failure("udp-blast: \(c.enqueued - c.sent - c.failed) datagrams unaccounted for (\(c))")
+        }
+    }
+}
+
+/// The sending (and, with --expect-replies, receiving) state of one run.
+final class Blaster {
+    let options: Send
+    let destination: SocketAddress
+    let loop: EventLoop
+    let watcher: BatchedUDPWatcher
+    private var reader: BatchedUDPReader?
+    private let limit: Int
+    private var next = 0
+    private var start: UInt64 = 0
+    private var sendingEnded: UInt64 = 0
+    private var pacer: TimerWatcher?
+    private var replyDeadline: TimerWatcher?
+    // Replies.
+    private var seen: [UInt64] = []
+    private var replies = 0, unique = 0, reordered = 0, duplicates = 0, foreign = 0
+    private var highest = -1
+    private var latency = LatencyHistogram()
+
+    init(_ options: Send, destination: SocketAddress) throws {
+        self.options = options
+        self.destination = destination
+        limit = options.count ?? (options.duration == nil ? 1_000_000 : Int.max)
         do {
             loop = try EventLoop()
             let socket = try UDPSocket(family: destination.family)
-            if let sndbuf { try socket.setSendBufferSize(sndbuf) }
+            if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
+            if options.expectReplies { try? socket.setReceiveBufferSize(64 << 20, force: true) }
             try socket.connect(to: destination)
             var configuration = BatchedUDPWatcher.Configuration()
-            configuration.capacity = ring
-            configuration.maxDatagramSize = size
-            configuration.batchSize = batch
+            configuration.capacity = options.ring
+            configuration.maxDatagramSize = options.size
+            configuration.batchSize = options.batch
             watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
+            if options.expectReplies {
+                var readerConfiguration = BatchedUDPReader.Configuration()
+                readerConfiguration.maxDatagramSize = options.size
+                readerConfiguration.batchSize = 256
+                reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: readerConfiguration) { [unowned self] _, batch in
+                    self.received(batch)
+                }
+                if limit != Int.max { seen.reserveCapacity((limit + 63) / 64) }
+            }
         } catch {
             throw Failure("udp-blast: \(error)")
         }
+    }
 
-        var next = 0
-        let count = self.count, size = self.size
-        func refill(_ watcher: BatchedUDPWatcher) {
-            while next < count && watcher.isWritable {
-                do {
-                    try watcher.enqueue { slot in
-                        slot.storeBytes(of: UInt64(next).littleEndian, as: UInt64.self)
-                        return size
-                    }
-                } catch {
-                    break
-                }
-                next += 1
+    func run() -> Report {
+        watcher.onWritabilityChanged = { [unowned self] _, writable in if writable { self.refill() } }
+        start = Blaster.nanoseconds()
+        reader?.start()
+        if let rate = options.rate {
+            let timer = TimerWatcher(loop: loop, after: 0.001, repeat: 0.001) { [unowned self] _ in
+                self.refill(upTo: Int(rate * Double(Blaster.nanoseconds() - self.start) / 1e9))
             }
-            if next == count { watcher.close(flushingWithin: 3600) }
+            timer.start()
+            pacer = timer
         }
-        watcher.onWritabilityChanged = { watcher, writable in if writable { refill(watcher) } }
-
-        let clock = ContinuousClock()
-        let start = clock.now
-        refill(watcher)
+        refill()
         loop.run()
-        let seconds = Report.seconds(clock.now - start)
+        return report()
+    }
 
+    /// Enqueues until the ring is at its high mark, the pace allows no more, or sending is over.
+    private func refill(upTo paced: Int = Int.max) {
+        if options.rate != nil && paced == Int.max { return }
+        let now = Blaster.nanoseconds()
+        let timeUp = options.duration.map { Double(now - start) / 1e9 >= $0 } ?? false
+        let size = options.size, stamp = options.expectReplies
+        while next < limit && next < paced && !timeUp && watcher.isWritable {
+            let sequence = next
+            do {
+                try watcher.enqueue { slot in
+                    slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
+                    if stamp { slot.storeBytes(of: Blaster.nanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self) }
+                    return size
+                }
+            } catch {
+                break
+            }
+            next += 1
+        }
+        if next == limit || timeUp { finishSending() }
+    }
+
+    private func finishSending() {
+        guard sendingEnded == 0 else { return }
+        pacer?.stop()
+        watcher.close(flushingWithin: 3600) { [unowned self] _ in
+            self.sendingEnded = Blaster.nanoseconds()
+            guard let reader = self.reader else { return }
+            if self.unique == self.watcher.counters.sent { return reader.stop() }
+            let deadline = TimerWatcher(loop: self.loop, after: self.options.timeout) { _ in reader.stop() }
+            deadline.start()
+            self.replyDeadline = deadline
+        }
+    }
+
+    private func received(_ batch: ReceivedBatch) {
+        let now = Blaster.nanoseconds()
+        for datagram in batch {
+            replies += 1
+            guard datagram.payload.count >= 16 else { foreign += 1; continue }
+            let sequence = Int(UInt64(littleEndian: datagram.payload.loadUnaligned(as: UInt64.self)))
+            let sentAt = UInt64(littleEndian: datagram.payload.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            guard sequence >= 0, sequence < next, sentAt <= now else { foreign += 1; continue }
+            let (word, bit) = (sequence / 64, UInt64(1) << UInt64(sequence % 64))
+            while seen.count <= word { seen.append(0) }
+            if seen[word] & bit != 0 { duplicates += 1; continue }
+            seen[word] |= bit
+            unique += 1
+            latency.record(nanoseconds: now - sentAt)
+            if sequence < highest { reordered += 1 } else { highest = sequence }
+        }
+        if sendingEnded != 0 && unique == watcher.counters.sent {
+            replyDeadline?.stop()
+            reader?.stop()
+        }
+    }
+
+    private func report() -> Report {
         let c = watcher.counters
-        let report = Report([
-            ("to", .text(destination.description)), ("count", .int(count)), ("size", .int(size)),
-            ("batch", .int(batch)), ("sent", .int(c.sent)), ("failed", .int(c.failed)),
+        let seconds = Double((sendingEnded == 0 ? Blaster.nanoseconds() : sendingEnded) - start) / 1e9
+        var fields: [(String, Report.Value)] = [
+            ("to", .text(destination.description)), ("count", .int(c.enqueued)), ("size", .int(options.size)),
+            ("batch", .int(options.batch)), ("sent", .int(c.sent)), ("failed", .int(c.failed)),
             ("syscalls", .int(c.sendmmsgCalls)), ("short_counts", .int(c.shortCounts)),
             ("eagain", .int(c.eagain)), ("enobufs", .int(c.noBuffers)), ("rejected", .int(c.rejected)),
             ("peak_queued", .int(c.peakQueued)), ("seconds", .seconds(seconds)),
             ("pps", .int(Int(Double(c.sent) / max(seconds, 1e-9)))),
             ("mbit_per_s", .rate(Double(c.sentBytes) * 8 / max(seconds, 1e-9) / 1e6)),
-        ])
-        if json {
-            print(report.json)
-        } else {
-            print(report.human(title: "udp-blast send"))
-            for (errno, n) in c.failedByErrno.sorted(by: { $0.value > $1.value }) {
-                print("  failed with \(errno): \(n)")
-            }
+        ]
+        if reader != nil {
+            let micro = { (ns: UInt64) in Double(ns) / 1000 }
+            fields += [
+                ("received", .int(unique)), ("lost", .int(c.sent - unique)), ("reordered", .int(reordered)),
+                ("duplicates", .int(duplicates)), ("foreign", .int(foreign)),
+                ("rtt_p50_us", .rate(micro(latency.percentile(0.5)))), ("rtt_p99_us", .rate(micro(latency.percentile(0.99)))),
+                ("rtt_max_us", .rate(micro(latency.max))),
+            ]
         }
-        guard c.sent + c.failed == count, c.queued == 0 else {
-            throw Failure("udp-blast: \(count - c.sent - c.failed) datagrams unaccounted for (\(c))")
-        }
+        return Report(fields)
+    }
+
+    static func nanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }
 

@@ -1,0 +1,98 @@
+import ArgumentParser
+import BatchedUDP
+import Glibc
+import Libev
+import Logging
+
+/// What a mode (echo, relay) gives the daemon.
+protocol Service: AnyObject {
+    /// Totals so far.
+    var stats: Stats { get }
+    /// Every watcher that may hold queued datagrams, to flush at shutdown.
+    var senders: [BatchedUDPWatcher] { get }
+    /// Stops reading and any timers of its own: after this, only queued datagrams keep the loop running.
+    func stopReading()
+}
+
+/// The process around a service: its loop, SIGINT/SIGTERM, SIGPIPE, stats lines, graceful drain.
+final class Daemon {
+    let loop: EventLoop
+    let logger: Logger
+    let options: DaemonOptions
+    private var signalWatchers: [SignalWatcher] = []
+    private var statsTimer: TimerWatcher?
+    private var stopping = false
+
+    init(options: DaemonOptions) throws {
+        self.options = options
+        var logger = Logger(label: "echo-relay")
+        logger.logLevel = Daemon.level(options.logLevel) ?? .info
+        self.logger = logger
+        signal(SIGPIPE, SIG_IGN)
+        do { loop = try EventLoop() } catch { throw Daemon.failure("cannot create the event loop: \(error)", logger) }
+    }
+
+    /// Opens, sizes and binds a listening socket; a failure names the address and exits 1.
+    func listen(on address: SocketAddress) throws -> UDPSocket {
+        do {
+            let socket = try UDPSocket(family: address.family)
+            do { try socket.setReceiveBufferSize(options.rcvbuf, force: true) } catch { try socket.setReceiveBufferSize(options.rcvbuf) }
+            try socket.bind(to: address)
+            return socket
+        } catch {
+            throw Daemon.failure("cannot listen on \(address): \(error)", logger)
+        }
+    }
+
+    static func level(_ text: String) -> Logger.Level? { Logger.Level(rawValue: text.lowercased()) }
+
+    /// Logs `message` as an error and returns the exit-1 error to throw.
+    static func failure(_ message: String, _ logger: Logger) -> ExitCode {
+        logger.error("\(message)")
+        return ExitCode(1)
+    }
+
+    /// Runs the loop until the service is drained after a signal, then logs the final totals.
+    func run(_ service: Service) throws {
+        for number in [SIGINT, SIGTERM] {
+            let watcher = try SignalWatcher(loop: loop, signal: number) { [unowned self] watcher in
+                self.stop(service, signal: watcher.signal)
+            }
+            watcher.keepsLoopAlive = false
+            watcher.start()
+            signalWatchers.append(watcher)
+        }
+        if options.statsInterval > 0 {
+            var previous = service.stats
+            var previousTime = loop.now
+            let timer = TimerWatcher(loop: loop, after: options.statsInterval, repeat: options.statsInterval) { [unowned self] timer in
+                let now = service.stats
+                self.logger.info("stats: \(now.line(since: previous, seconds: timer.loop.now - previousTime))")
+                previous = now
+                previousTime = timer.loop.now
+            }
+            timer.keepsLoopAlive = false
+            timer.start()
+            statsTimer = timer
+        }
+        loop.run()
+        logger.notice("final totals: \(service.stats.totals)")
+    }
+
+    private func stop(_ service: Service, signal number: Int32) {
+        let name = number == SIGINT ? "SIGINT" : "SIGTERM"
+        guard !stopping else {
+            logger.warning("\(name) again: dropping what is still queued")
+            service.senders.forEach { $0.close() }
+            return
+        }
+        stopping = true
+        let queued = service.stats.queued
+        logger.notice("\(name): stopped reading; sending \(queued) queued datagrams for up to \(options.drainTimeout) s")
+        statsTimer?.stop()
+        service.stopReading()
+        for sender in service.senders {
+            sender.close(flushingWithin: options.drainTimeout)
+        }
+    }
+}

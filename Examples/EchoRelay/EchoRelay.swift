@@ -1,0 +1,71 @@
+import ArgumentParser
+import BatchedUDP
+
+/// `echo-relay`: a callback-based UDP daemon built only from the public API of BatchedUDP and Libev.
+@main
+struct EchoRelay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo-relay",
+        abstract: "A UDP echo server and a bidirectional UDP relay on libev, sending with sendmmsg.",
+        discussion: """
+            SIGINT or SIGTERM stops reading, sends what is queued for up to --drain-timeout seconds, prints
+            the final totals and exits 0 (a second signal drops what is left at once). SIGPIPE is ignored.
+            Exit codes: 0 clean stop; 1 runtime failure (for example the address is in use); 64 bad
+            arguments.
+            """,
+        subcommands: [Echo.self, Relay.self])
+}
+
+/// Options both modes share.
+struct DaemonOptions: ParsableArguments {
+    @Option(help: "Seconds between stats lines on stderr; 0 for none.")
+    var statsInterval = 0.0
+
+    @Option(help: "Seconds to keep sending queued datagrams after SIGINT/SIGTERM.")
+    var drainTimeout = 2.0
+
+    @Option(help: "Largest datagram, in bytes (slot size of rings and receive buffers); larger ones are dropped and counted.")
+    var maxDatagram = 2048
+
+    @Option(help: "Datagrams per recvmmsg call, 1...1024.")
+    var readBatch = 64
+
+    @Option(help: "Datagrams per sendmmsg call, 1...1024.")
+    var sendBatch = 1024
+
+    @Option(help: "SO_RCVBUF of listening sockets, in bytes (forced past rmem_max when running as root).")
+    var rcvbuf = 4 << 20
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard statsInterval >= 0, statsInterval.isFinite else { throw ValidationError("--stats-interval must be 0 or more seconds") }
+        guard drainTimeout >= 0, drainTimeout.isFinite else { throw ValidationError("--drain-timeout must be 0 or more seconds") }
+        guard (1...65_527).contains(maxDatagram) else { throw ValidationError("--max-datagram must be 1...65527 bytes, got \(maxDatagram)") }
+        guard (1...1024).contains(readBatch) else { throw ValidationError("--read-batch must be 1...1024, got \(readBatch)") }
+        guard (1...1024).contains(sendBatch) else { throw ValidationError("--send-batch must be 1...1024, got \(sendBatch)") }
+        guard rcvbuf >= 1 else { throw ValidationError("--rcvbuf must be positive, got \(rcvbuf)") }
+        guard Daemon.level(logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'") }
+    }
+
+    func readerConfiguration(batch: Int? = nil) -> BatchedUDPReader.Configuration {
+        var configuration = BatchedUDPReader.Configuration()
+        configuration.batchSize = min(batch ?? readBatch, readBatch)
+        configuration.maxDatagramSize = maxDatagram
+        return configuration
+    }
+
+    func watcherConfiguration(capacity: Int) -> BatchedUDPWatcher.Configuration {
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.capacity = capacity
+        configuration.maxDatagramSize = maxDatagram
+        configuration.batchSize = min(sendBatch, capacity)
+        return configuration
+    }
+}
+
+/// Parses `HOST:PORT` options with a message naming the option.
+func parseAddress(_ text: String, option: String) throws -> SocketAddress {
+    do { return try SocketAddress(parsing: text) } catch { throw ValidationError("\(option): \(error)") }
+}

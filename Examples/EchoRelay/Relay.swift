@@ -1,0 +1,224 @@
+import ArgumentParser
+import BatchedUDP
+import Libev
+import Logging
+
+/// `echo-relay relay`: a bidirectional UDP relay with one upstream-connected socket per client.
+struct Relay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Relay datagrams between clients and one upstream, with a session socket per client.",
+        discussion: """
+            Each client address gets a session: a socket connected to the upstream, so the kernel accepts
+            replies only from the upstream. Replies go back to the client from the listening socket it
+            used. Past --max-sessions, datagrams from new clients are dropped and counted (refused);
+            memory is bounded by the sessions allowed. Each session holds about
+            (--session-ring + --session-read-batch) x --max-datagram bytes of buffers.
+            """)
+
+    @Option(help: "Address to listen on for clients, HOST:PORT (repeatable).")
+    var listen: [String] = []
+
+    @Option(help: "Upstream server, HOST:PORT.")
+    var upstream: String
+
+    @Option(help: "Most client sessions at once; datagrams from further clients are refused.")
+    var maxSessions = 10_000
+
+    @Option(help: "Seconds without traffic after which a session is closed.")
+    var sessionTimeout = 60.0
+
+    @Option(help: "Send ring capacity per listening socket, in datagrams.")
+    var ring = 4096
+
+    @Option(help: "Send ring capacity per session (towards the upstream), in datagrams.")
+    var sessionRing = 32
+
+    @Option(help: "Datagrams per recvmmsg call on a session socket.")
+    var sessionReadBatch = 8
+
+    @OptionGroup var daemon: DaemonOptions
+
+    func validate() throws {
+        guard !listen.isEmpty else { throw ValidationError("give at least one --listen HOST:PORT") }
+        for text in listen { _ = try parseAddress(text, option: "--listen") }
+        _ = try parseAddress(upstream, option: "--upstream")
+        guard maxSessions >= 1 else { throw ValidationError("--max-sessions must be at least 1, got \(maxSessions)") }
+        guard sessionTimeout > 0, sessionTimeout.isFinite else { throw ValidationError("--session-timeout must be a positive number of seconds") }
+        guard ring >= 1, sessionRing >= 1 else { throw ValidationError("--ring and --session-ring must be at least 1") }
+        guard (1...1024).contains(sessionReadBatch) else { throw ValidationError("--session-read-batch must be 1...1024, got \(sessionReadBatch)") }
+    }
+
+    func run() throws {
+        let process = try Daemon(options: daemon)
+        let service = try RelayService(
+            listen: listen.map { try parseAddress($0, option: "--listen") },
+            upstream: try parseAddress(upstream, option: "--upstream"),
+            settings: self, daemon: process)
+        try process.run(service)
+    }
+}
+
+/// Listening sockets for clients, and a session per client.
+final class RelayService: Service {
+    /// One client's path to the upstream.
+    final class Session {
+        let client: SocketAddress
+        let listener: Int
+        let socket: UDPSocket
+        var reader: BatchedUDPReader!
+        var watcher: BatchedUDPWatcher!
+        var lastActive: Double
+
+        init(client: SocketAddress, listener: Int, socket: UDPSocket, now: Double) {
+            self.client = client
+            self.listener = listener
+            self.socket = socket
+            lastActive = now
+        }
+    }
+
+    private struct Listener {
+        let socket: UDPSocket
+        let reader: BatchedUDPReader
+        let watcher: BatchedUDPWatcher
+    }
+
+    private let daemon: Daemon
+    private let upstream: SocketAddress
+    private let settings: Relay
+    private var listeners: [Listener] = []
+    private var sessions: [SocketAddress: Session] = [:]
+    private var sweep: TimerWatcher!
+    /// Counters of closed sessions, so totals never go down.
+    private var retired = Stats()
+    private var queueFull = 0
+    private var refused = 0
+    private var foreign = 0
+    private var lastRefusalLog = -Double.infinity
+
+    init(listen: [SocketAddress], upstream: SocketAddress, settings: Relay, daemon: Daemon) throws {
+        self.daemon = daemon
+        self.upstream = upstream
+        self.settings = settings
+        sessions.reserveCapacity(settings.maxSessions)
+        for (index, address) in listen.enumerated() {
+            let socket = try daemon.listen(on: address)
+            let watcher = try BatchedUDPWatcher(loop: daemon.loop, socket: socket,
+                                                configuration: daemon.options.watcherConfiguration(capacity: settings.ring))
+            let reader = try BatchedUDPReader(loop: daemon.loop, socket: socket,
+                                              configuration: daemon.options.readerConfiguration()) { [unowned self] _, batch in
+                self.fromClients(batch, listener: index)
+            }
+            let logger = daemon.logger
+            reader.onProblem = { _, problem in logger.debug("\(problem)") }
+            watcher.onError = { _, failure in logger.debug("to client: \(failure)") }
+            reader.start()
+            listeners.append(Listener(socket: socket, reader: reader, watcher: watcher))
+            logger.notice("relay: listening on \((try? socket.localAddress)?.description ?? address.description), upstream \(upstream)")
+        }
+        let interval = min(settings.sessionTimeout / 4, 1.0)
+        sweep = TimerWatcher(loop: daemon.loop, after: interval, repeat: interval) { [unowned self] _ in self.closeIdleSessions() }
+        sweep.keepsLoopAlive = false
+        sweep.start()
+    }
+
+    private func fromClients(_ batch: ReceivedBatch, listener: Int) {
+        let now = daemon.loop.now
+        for datagram in batch {
+            guard let client = datagram.sender, let session = sessions[client] ?? openSession(for: client, listener: listener, now: now) else {
+                continue
+            }
+            session.lastActive = now
+            do { try session.watcher.enqueue(datagram.payload) } catch { queueFull += 1 }
+        }
+    }
+
+    private func openSession(for client: SocketAddress, listener: Int, now: Double) -> Session? {
+        guard sessions.count < settings.maxSessions else {
+            refused += 1
+            if now - lastRefusalLog > 10 {
+                lastRefusalLog = now
+                daemon.logger.warning("relay: \(settings.maxSessions) sessions open; refusing new clients such as \(client)")
+            }
+            return nil
+        }
+        do {
+            let socket = try UDPSocket(family: upstream.family)
+            try socket.connect(to: upstream)
+            let session = Session(client: client, listener: listener, socket: socket, now: now)
+            session.watcher = try BatchedUDPWatcher(loop: daemon.loop, socket: socket,
+                                                    configuration: daemon.options.watcherConfiguration(capacity: settings.sessionRing))
+            session.reader = try BatchedUDPReader(loop: daemon.loop, socket: socket,
+                                                  configuration: daemon.options.readerConfiguration(batch: settings.sessionReadBatch)) {
+                [unowned self, unowned session] _, batch in self.fromUpstream(batch, session: session)
+            }
+            let logger = daemon.logger
+            session.reader.onProblem = { _, problem in logger.debug("session \(client): \(problem)") }
+            session.watcher.onError = { _, failure in logger.debug("to upstream for \(client): \(failure)") }
+            session.reader.start()
+            sessions[client] = session
+            logger.debug("relay: session for \(client) opened on local \((try? socket.localAddress)?.description ?? "?")")
+            return session
+        } catch {
+            refused += 1
+            daemon.logger.warning("relay: cannot open a session for \(client): \(error)")
+            return nil
+        }
+    }
+
+    private func fromUpstream(_ batch: ReceivedBatch, session: Session) {
+        session.lastActive = daemon.loop.now
+        let toClient = listeners[session.listener].watcher
+        for datagram in batch {
+            // The session socket is connected, so the kernel delivers only the upstream's datagrams;
+            // check anyway rather than trust it.
+            guard datagram.sender == upstream else {
+                foreign += 1
+                continue
+            }
+            do { try toClient.enqueue(datagram.payload, to: session.client) } catch { queueFull += 1 }
+        }
+    }
+
+    private func closeIdleSessions() {
+        let deadline = daemon.loop.now - settings.sessionTimeout
+        for (client, session) in sessions where session.lastActive < deadline {
+            close(session)
+            sessions[client] = nil
+            daemon.logger.debug("relay: session for \(client) closed after \(settings.sessionTimeout) s idle")
+        }
+    }
+
+    private func close(_ session: Session) {
+        session.reader.stop()
+        session.watcher.close()
+        retired.add(session.reader.counters)
+        retired.add(session.watcher.counters)
+        try? session.socket.close()
+    }
+
+    var stats: Stats {
+        var stats = retired
+        for listener in listeners {
+            stats.add(listener.reader.counters)
+            stats.add(listener.watcher.counters)
+        }
+        for session in sessions.values {
+            stats.add(session.reader.counters)
+            stats.add(session.watcher.counters)
+        }
+        stats.queueFull = queueFull
+        stats.refused = refused
+        stats.foreign = foreign
+        stats.sessions = sessions.count
+        return stats
+    }
+
+    var senders: [BatchedUDPWatcher] { listeners.map(\.watcher) + sessions.values.map(\.watcher) }
+
+    func stopReading() {
+        sweep.stop()
+        listeners.forEach { $0.reader.stop() }
+        sessions.values.forEach { $0.reader.stop() }
+    }
+}

@@ -1,0 +1,57 @@
+import BatchedUDP
+
+/// The daemon's figures: totals since start, summed over every reader and watcher (closed relay
+/// sessions included), plus the drops the services count themselves.
+struct Stats {
+    var received = 0
+    var receivedBytes = 0
+    var sent = 0
+    var sentBytes = 0
+    /// Dropped because a send ring was full.
+    var queueFull = 0
+    /// Reported by a watcher: the kernel refused them, or they were still queued at a close.
+    var sendFailed = 0
+    /// Dropped on receive: larger than --max-datagram.
+    var truncated = 0
+    /// recvmmsg errors (ICMP errors included).
+    var receiveErrors = 0
+    /// Relay: datagrams from new clients refused because --max-sessions sessions exist.
+    var refused = 0
+    /// Relay: datagrams on a session socket from someone other than the upstream.
+    var foreign = 0
+    /// Datagrams waiting in send rings now.
+    var queued = 0
+    /// Relay: open sessions now.
+    var sessions = 0
+
+    mutating func add(_ reader: ReceiveCounters) {
+        received += reader.datagrams
+        receivedBytes += reader.bytes
+        truncated += reader.truncated
+        receiveErrors += reader.errors
+    }
+
+    mutating func add(_ watcher: SendCounters) {
+        sent += watcher.sent
+        sentBytes += watcher.sentBytes
+        sendFailed += watcher.failed
+        queued += watcher.queued
+    }
+
+    /// `in 1200/s 53.1 KB/s (total 1234 datagrams, 56789 bytes) | out ... | drops ... | queued 0 | sessions 1`
+    func line(since previous: Stats, seconds: Double) -> String {
+        let rate = { (now: Int, before: Int) in Int((Double(now - before) / max(seconds, 1e-9)).rounded()) }
+        return "in \(rate(received, previous.received))/s (total \(received) datagrams, \(receivedBytes) bytes)"
+            + " | out \(rate(sent, previous.sent))/s (total \(sent) datagrams, \(sentBytes) bytes)"
+            + " | drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
+            + " receive_errors=\(receiveErrors) refused=\(refused) foreign=\(foreign)"
+            + " | queued \(queued) | sessions \(sessions)"
+    }
+
+    /// The final totals, as one line.
+    var totals: String {
+        "received \(received) datagrams (\(receivedBytes) bytes), sent \(sent) (\(sentBytes) bytes);"
+            + " drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
+            + " receive_errors=\(receiveErrors) refused=\(refused) foreign=\(foreign); queued \(queued); sessions \(sessions)"
+    }
+}
