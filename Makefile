@@ -25,6 +25,7 @@ test: deps
 
 demo: deps
 	$(SWIFT) build -c release --product udp-blast
+	$(SWIFT) build -c release --product echo-relay
 	@./Scripts/demo.sh $(RELEASE_BIN)
 
 clean:

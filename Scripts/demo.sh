@@ -1,28 +1,43 @@
 #!/usr/bin/env bash
-# make demo: udp-blast sends 1,000,000 datagrams through a BatchedUDPWatcher to a udp-blast sink on
-# loopback, which checks that every one arrived once and in order. Leaves no process behind.
+# make demo: echo-relay echo on a free loopback port, udp-blast --expect-replies against it for a few
+# seconds, a short summary, then SIGTERM to the relay and its final totals. Leaves no process behind,
+# also when interrupted.
 set -euo pipefail
 bin=${1:-.build/release}
-count=${DEMO_COUNT:-1000000}
+seconds=${DEMO_SECONDS:-3}
+rate=${DEMO_RATE:-100000}
 work=$(mktemp -d)
-sink_pid=""
+relay_pid=""
 cleanup() {
-    [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null || true
+    if [ -n "$relay_pid" ]; then kill -KILL "$relay_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-"$bin/udp-blast" sink --listen 127.0.0.1:0 --count "$count" > "$work/sink.txt" 2>&1 &
-sink_pid=$!
-for _ in $(seq 100); do grep -q '^listening' "$work/sink.txt" 2>/dev/null && break; sleep 0.05; done
-address=$(sed -n 's/^listening //p' "$work/sink.txt")
-[ -n "$address" ] || { cat "$work/sink.txt"; echo "demo: the sink did not start" >&2; exit 1; }
+"$bin/echo-relay" echo --listen 127.0.0.1:0 --stats-interval 1 2> "$work/relay.log" &
+relay_pid=$!
+address=""
+for _ in $(seq 200); do
+    address=$(sed -n 's/.*echo: listening on //p' "$work/relay.log" | head -n 1)
+    [ -n "$address" ] && break
+    kill -0 "$relay_pid" 2>/dev/null || break
+    sleep 0.05
+done
+[ -n "$address" ] || { cat "$work/relay.log"; echo "demo: echo-relay did not start" >&2; exit 1; }
 
-echo "== udp-blast: $count datagrams of 64 bytes to $address, SO_SNDBUF 4096, sendmmsg batches of 1024"
-"$bin/udp-blast" --to "$address" --count "$count" --size 64 --sndbuf 4096
+echo "== echo-relay echo is listening on $address"
+echo "== udp-blast: ${seconds} s at ${rate} datagrams/s of 64 bytes, replies read on the same socket"
+"$bin/udp-blast" --to "$address" --duration "$seconds" --rate "$rate" --size 64 --expect-replies | tee "$work/blast.txt"
+
+kill -TERM "$relay_pid"
 status=0
-wait "$sink_pid" || status=$?
-sink_pid=""
+wait "$relay_pid" || status=$?
+relay_pid=""
+value() { awk -v k="$1" '$1 == k {print $2}' "$work/blast.txt"; }
 echo
-sed '/^listening/d' "$work/sink.txt"
+echo "== summary: $(value pps) datagrams/s sent, $(value received) of $(value sent) echoed back," \
+     "$(value lost) lost, round trip p50 $(value rtt_p50_us) us, p99 $(value rtt_p99_us) us"
+echo "== echo-relay after SIGTERM (exit status $status):"
+sed 's/^[^ ]* [a-z]* echo-relay: \[echo_relay\] /  /' "$work/relay.log"
 exit "$status"
