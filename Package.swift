@@ -49,13 +49,23 @@ let package = Package(
             path: "Tests/CTestSupport",
             cSettings: [.define("_GNU_SOURCE")],
             linkerSettings: [.linkedLibrary("ev")]),
+        // Helpers shared by the test targets: receivers, private network namespaces.
+        .target(
+            name: "TestSupport",
+            dependencies: ["BatchedUDP", "CTestSupport"],
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "LibevTests",
             dependencies: ["Libev", "CLibev", "CTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "BatchedUDPTests",
-            dependencies: ["BatchedUDP", "Libev", "CUDPShims", "CTestSupport"],
+            dependencies: ["BatchedUDP", "Libev", "CUDPShims", "CTestSupport", "TestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "EchoRelayTests",
+            dependencies: ["BatchedUDP", "Libev", "TestSupport", "echo-relay", "udp-blast"],
             swiftSettings: swiftSettings),
     ]
 )

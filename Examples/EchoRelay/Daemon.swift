@@ -14,6 +14,22 @@ protocol Service: AnyObject {
     func stopReading()
 }
 
+extension BatchedUDPWatcher {
+    /// Enqueues; if the ring is full, sends what it holds now (one sendmmsg) and tries once more.
+    /// Returns false if the datagram was dropped.
+    func enqueueOrFlush(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress? = nil) -> Bool {
+        do {
+            try enqueue(payload, to: destination)
+            return true
+        } catch .queueFull {
+            flush()
+            return (try? enqueue(payload, to: destination)) != nil
+        } catch {
+            return false
+        }
+    }
+}
+
 /// The process around a service: its loop, SIGINT/SIGTERM, SIGPIPE, stats lines, graceful drain.
 final class Daemon {
     let loop: EventLoop
@@ -29,6 +45,13 @@ final class Daemon {
         logger.logLevel = Daemon.level(options.logLevel) ?? .info
         self.logger = logger
         signal(SIGPIPE, SIG_IGN)
+        // A parent may start us with these blocked (a blocked mask survives exec, and threads of many
+        // runtimes block signals); libev installs handlers but leaves the mask alone.
+        var watched = sigset_t()
+        sigemptyset(&watched)
+        sigaddset(&watched, SIGINT)
+        sigaddset(&watched, SIGTERM)
+        sigprocmask(SIG_UNBLOCK, &watched, nil)
         do { loop = try EventLoop() } catch { throw Daemon.failure("cannot create the event loop: \(error)", logger) }
     }
 
@@ -37,6 +60,7 @@ final class Daemon {
         do {
             let socket = try UDPSocket(family: address.family)
             do { try socket.setReceiveBufferSize(options.rcvbuf, force: true) } catch { try socket.setReceiveBufferSize(options.rcvbuf) }
+            if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
             try socket.bind(to: address)
             return socket
         } catch {

@@ -49,7 +49,7 @@ final class EchoService: Service {
             let reader = try BatchedUDPReader(loop: daemon.loop, socket: socket,
                                               configuration: daemon.options.readerConfiguration()) { [unowned self] _, batch in
                 for datagram in batch {
-                    do { try watcher.enqueue(datagram.payload, to: datagram.sender) } catch { self.queueFull += 1 }
+                    if !watcher.enqueueOrFlush(datagram.payload, to: datagram.sender) { self.queueFull += 1 }
                 }
             }
             let logger = daemon.logger

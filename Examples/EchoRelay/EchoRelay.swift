@@ -36,6 +36,9 @@ struct DaemonOptions: ParsableArguments {
     @Option(help: "SO_RCVBUF of listening sockets, in bytes (forced past rmem_max when running as root).")
     var rcvbuf = 4 << 20
 
+    @Option(help: "SO_SNDBUF of listening sockets, in bytes; the kernel default when omitted.")
+    var sndbuf: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -45,6 +48,7 @@ struct DaemonOptions: ParsableArguments {
         guard (1...65_527).contains(maxDatagram) else { throw ValidationError("--max-datagram must be 1...65527 bytes, got \(maxDatagram)") }
         guard (1...1024).contains(readBatch) else { throw ValidationError("--read-batch must be 1...1024, got \(readBatch)") }
         guard (1...1024).contains(sendBatch) else { throw ValidationError("--send-batch must be 1...1024, got \(sendBatch)") }
+        if let sndbuf, sndbuf < 1 { throw ValidationError("--sndbuf must be positive, got \(sndbuf)") }
         guard rcvbuf >= 1 else { throw ValidationError("--rcvbuf must be positive, got \(rcvbuf)") }
         guard Daemon.level(logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'") }
     }

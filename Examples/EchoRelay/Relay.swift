@@ -129,7 +129,7 @@ final class RelayService: Service {
                 continue
             }
             session.lastActive = now
-            do { try session.watcher.enqueue(datagram.payload) } catch { queueFull += 1 }
+            if !session.watcher.enqueueOrFlush(datagram.payload) { queueFull += 1 }
         }
     }
 
@@ -176,7 +176,7 @@ final class RelayService: Service {
                 foreign += 1
                 continue
             }
-            do { try toClient.enqueue(datagram.payload, to: session.client) } catch { queueFull += 1 }
+            if !toClient.enqueueOrFlush(datagram.payload, to: session.client) { queueFull += 1 }
         }
     }
 

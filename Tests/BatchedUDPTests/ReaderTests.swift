@@ -2,6 +2,7 @@
 import Glibc
 import Libev
 import Testing
+import TestSupport
 
 @Suite struct ReaderTests {
     /// Collects copies of what a reader delivers.

@@ -1,5 +1,6 @@
 @testable import BatchedUDP
 import CUDPShims
+import TestSupport
 
 /// Scripts the watcher's sendmmsg seam for what loopback cannot produce on demand. Each call takes the
 /// next step; when the script runs out, calls go to the kernel.

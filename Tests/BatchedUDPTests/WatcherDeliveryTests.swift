@@ -1,6 +1,7 @@
 @testable import BatchedUDP
 import Libev
 import Testing
+import TestSupport
 
 @Suite struct WatcherDeliveryTests {
     /// libuv#5245 skipped messages 20–39; every index must go out once, in order, across batches and calls.

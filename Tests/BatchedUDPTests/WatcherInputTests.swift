@@ -2,6 +2,7 @@
 import Glibc
 import Libev
 import Testing
+import TestSupport
 
 @Suite struct WatcherInputTests {
     @Test func refusesWhatIsNotAUDPSocket() throws {

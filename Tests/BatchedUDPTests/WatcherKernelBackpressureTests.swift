@@ -1,6 +1,7 @@
 @testable import BatchedUDP
 import CTestSupport
 import CUDPShims
+import TestSupport
 import Foundation
 import Glibc
 import Libev

@@ -1,6 +1,7 @@
 @testable import BatchedUDP
 import Libev
 import Testing
+import TestSupport
 
 /// Sequences loopback will not produce on demand, through the sendmmsg seam. Real sends still happen
 /// (the seam calls the kernel for `.kernel` and `.sendOnly`), so the receiver checks order and loss.

@@ -1,0 +1,66 @@
+import BatchedUDP
+import CTestSupport
+import Foundation
+import Glibc
+
+/// A private network namespace whose `lo` the test may shape (MTU, qdisc) without touching the machine's.
+///
+/// Needs root and iproute2, as CI has (`make test` installs iproute2). Without them, the test fails with
+/// the reason: a skipped backpressure test would hide exactly what it exists to show.
+public final class NetworkNamespace {
+    public let name: String
+
+    public init(mtu: Int? = nil, rate: String? = nil, queueLatency: String = "50ms") throws {
+        name = "budp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try NetworkNamespace.ip(["netns", "add", name])
+        do {
+            try NetworkNamespace.ip(["-n", name, "link", "set", "lo", "up"])
+            if let mtu { try NetworkNamespace.ip(["-n", name, "link", "set", "lo", "mtu", "\(mtu)"]) }
+            if let rate {
+                try NetworkNamespace.run("/usr/sbin/tc", ["-n", name, "qdisc", "add", "dev", "lo", "root", "tbf",
+                                                          "rate", rate, "burst", "10kb", "latency", queueLatency])
+            }
+        } catch {
+            try? NetworkNamespace.ip(["netns", "del", name])
+            throw error
+        }
+    }
+
+    deinit { try? NetworkNamespace.ip(["netns", "del", name]) }
+
+    /// Runs `body` on this thread inside the namespace; sockets made there stay in it afterwards.
+    public func inside<R>(_ body: () throws -> R) throws -> R {
+        let home = open("/proc/thread-self/ns/net", O_RDONLY)
+        let target = open("/run/netns/\(name)", O_RDONLY)
+        defer { close(home); close(target) }
+        guard home >= 0, target >= 0, ctest_setns_net(target) == 0 else {
+            throw NamespaceError("setns into \(name) failed: \(Errno(rawValue: errno))")
+        }
+        defer { precondition(ctest_setns_net(home) == 0, "could not return to the original network namespace") }
+        return try body()
+    }
+
+    private static func ip(_ arguments: [String]) throws { try run("/usr/sbin/ip", arguments) }
+
+    private static func run(_ tool: String, _ arguments: [String]) throws {
+        guard FileManager.default.isExecutableFile(atPath: tool) else {
+            throw NamespaceError("\(tool) is missing: install iproute2 (make test does)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw NamespaceError("\(tool) \(arguments.joined(separator: " ")) failed (needs root): \(text)")
+        }
+    }
+}
+
+public struct NamespaceError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
