@@ -131,7 +131,7 @@ import TestSupport
             // Enqueued from inside the prepare-phase drain's reports, with its budget already spent.
             if writable && refills < 3 {
                 refills += 1
-                for i in 0..<2 { try? watcher.enqueue(sequencePayload(2 * refills + i)) }
+                for i in 0..<2 { _ = try? watcher.enqueue(sequencePayload(2 * refills + i)) }
             }
         }
         let guardTimer = TimerWatcher(loop: loop, after: 5) { timer in

@@ -21,7 +21,7 @@ final class RunningRelay {
             throw RelayError("\(binary.path) is missing: build the package (swift build) before the tests")
         }
         logURL = FileManager.default.temporaryDirectory.appendingPathComponent("echo-relay-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         if let namespace {
             process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
             process.arguments = ["netns", "exec", namespace.name, binary.path] + arguments
