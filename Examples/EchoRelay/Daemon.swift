@@ -30,6 +30,16 @@ extension BatchedUDPWatcher {
     }
 }
 
+/// A listening socket with the reader and the watcher that share it.
+struct Endpoint {
+    let socket: UDPSocket
+    let reader: BatchedUDPReader
+    let watcher: BatchedUDPWatcher
+
+    /// The bound address, for log lines.
+    var address: String { (try? socket.localAddress)?.description ?? "?" }
+}
+
 /// The process around a service: its loop, SIGINT/SIGTERM, SIGPIPE, stats lines, graceful drain.
 final class Daemon {
     let loop: EventLoop
@@ -55,17 +65,28 @@ final class Daemon {
         do { loop = try EventLoop() } catch { throw Daemon.failure("cannot create the event loop: \(error)", logger) }
     }
 
-    /// Opens, sizes and binds a listening socket; a failure names the address and exits 1.
-    func listen(on address: SocketAddress) throws -> UDPSocket {
+    /// Opens, sizes and binds a listening socket and puts a reader and a watcher on it; `handler` gets
+    /// each received batch with that endpoint's watcher. A failure names the address and exits 1.
+    func endpoint(on address: SocketAddress, ring: Int,
+                  handler: @escaping (BatchedUDPWatcher, ReceivedBatch) -> Void) throws -> Endpoint {
+        let socket: UDPSocket
         do {
-            let socket = try UDPSocket(family: address.family)
+            socket = try UDPSocket(family: address.family)
             do { try socket.setReceiveBufferSize(options.rcvbuf, force: true) } catch { try socket.setReceiveBufferSize(options.rcvbuf) }
             if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
             try socket.bind(to: address)
-            return socket
         } catch {
             throw Daemon.failure("cannot listen on \(address): \(error)", logger)
         }
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: options.watcherConfiguration(capacity: ring))
+        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: options.readerConfiguration()) { _, batch in
+            handler(watcher, batch)
+        }
+        let logger = self.logger
+        reader.onProblem = { _, problem in logger.debug("\(problem)") }
+        watcher.onError = { _, failure in logger.debug("\(failure)") }
+        reader.start()
+        return Endpoint(socket: socket, reader: reader, watcher: watcher)
     }
 
     static func level(_ text: String) -> Logger.Level? { Logger.Level(rawValue: text.lowercased()) }

@@ -32,32 +32,18 @@ struct Echo: ParsableCommand {
 
 /// One listening socket per address, each with a reader and a watcher on the same socket.
 final class EchoService: Service {
-    private struct Endpoint {
-        let socket: UDPSocket
-        let reader: BatchedUDPReader
-        let watcher: BatchedUDPWatcher
-    }
-
     private var endpoints: [Endpoint] = []
     private var queueFull = 0
 
     init(listen: [SocketAddress], ring: Int, daemon: Daemon) throws {
         for address in listen {
-            let socket = try daemon.listen(on: address)
-            let watcher = try BatchedUDPWatcher(loop: daemon.loop, socket: socket,
-                                                configuration: daemon.options.watcherConfiguration(capacity: ring))
-            let reader = try BatchedUDPReader(loop: daemon.loop, socket: socket,
-                                              configuration: daemon.options.readerConfiguration()) { [unowned self] _, batch in
-                for datagram in batch {
-                    if !watcher.enqueueOrFlush(datagram.payload, to: datagram.sender) { self.queueFull += 1 }
+            let endpoint = try daemon.endpoint(on: address, ring: ring) { [unowned self] watcher, batch in
+                for datagram in batch where !watcher.enqueueOrFlush(datagram.payload, to: datagram.sender) {
+                    self.queueFull += 1
                 }
             }
-            let logger = daemon.logger
-            reader.onProblem = { _, problem in logger.debug("\(problem)") }
-            watcher.onError = { _, failure in logger.debug("\(failure)") }
-            reader.start()
-            endpoints.append(Endpoint(socket: socket, reader: reader, watcher: watcher))
-            logger.notice("echo: listening on \((try? socket.localAddress)?.description ?? address.description)")
+            endpoints.append(endpoint)
+            daemon.logger.notice("echo: listening on \(endpoint.address)")
         }
     }
 

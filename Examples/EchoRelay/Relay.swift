@@ -77,16 +77,10 @@ final class RelayService: Service {
         }
     }
 
-    private struct Listener {
-        let socket: UDPSocket
-        let reader: BatchedUDPReader
-        let watcher: BatchedUDPWatcher
-    }
-
     private let daemon: Daemon
     private let upstream: SocketAddress
     private let settings: Relay
-    private var listeners: [Listener] = []
+    private var listeners: [Endpoint] = []
     private var sessions: [SocketAddress: Session] = [:]
     private var sweep: TimerWatcher!
     /// Counters of closed sessions, so totals never go down.
@@ -102,19 +96,11 @@ final class RelayService: Service {
         self.settings = settings
         sessions.reserveCapacity(settings.maxSessions)
         for (index, address) in listen.enumerated() {
-            let socket = try daemon.listen(on: address)
-            let watcher = try BatchedUDPWatcher(loop: daemon.loop, socket: socket,
-                                                configuration: daemon.options.watcherConfiguration(capacity: settings.ring))
-            let reader = try BatchedUDPReader(loop: daemon.loop, socket: socket,
-                                              configuration: daemon.options.readerConfiguration()) { [unowned self] _, batch in
+            let endpoint = try daemon.endpoint(on: address, ring: settings.ring) { [unowned self] _, batch in
                 self.fromClients(batch, listener: index)
             }
-            let logger = daemon.logger
-            reader.onProblem = { _, problem in logger.debug("\(problem)") }
-            watcher.onError = { _, failure in logger.debug("to client: \(failure)") }
-            reader.start()
-            listeners.append(Listener(socket: socket, reader: reader, watcher: watcher))
-            logger.notice("relay: listening on \((try? socket.localAddress)?.description ?? address.description), upstream \(upstream)")
+            listeners.append(endpoint)
+            daemon.logger.notice("relay: listening on \(endpoint.address), upstream \(upstream)")
         }
         let interval = min(settings.sessionTimeout / 4, 1.0)
         sweep = TimerWatcher(loop: daemon.loop, after: interval, repeat: interval) { [unowned self] _ in self.closeIdleSessions() }
