@@ -55,13 +55,6 @@ final class Daemon {
         logger.logLevel = Daemon.level(options.logLevel) ?? .info
         self.logger = logger
         signal(SIGPIPE, SIG_IGN)
-        // A parent may start us with these blocked (a blocked mask survives exec, and threads of many
-        // runtimes block signals); libev installs handlers but leaves the mask alone.
-        var watched = sigset_t()
-        sigemptyset(&watched)
-        sigaddset(&watched, SIGINT)
-        sigaddset(&watched, SIGTERM)
-        sigprocmask(SIG_UNBLOCK, &watched, nil)
         do { loop = try EventLoop() } catch { throw Daemon.failure("cannot create the event loop: \(error)", logger) }
     }
 

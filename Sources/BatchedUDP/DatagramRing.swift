@@ -53,7 +53,6 @@ final class DatagramRing {
     }
 
     var isEmpty: Bool { count == 0 }
-    var isFull: Bool { count == capacity }
 
     /// Whether a datagram of `length` bytes fits now, in slots and in bytes.
     func canAccept(length: Int) -> Bool {
@@ -95,12 +94,6 @@ final class DatagramRing {
         let slot = index(offset)
         guard let name = messages[slot].msg_hdr.msg_name else { return nil }
         return SocketAddress(name, length: messages[slot].msg_hdr.msg_namelen)
-    }
-
-    /// Payload of the datagram `offset` places after the head.
-    func payload(at offset: Int) -> UnsafeRawBufferPointer {
-        let slot = index(offset)
-        return UnsafeRawBufferPointer(start: iovecs[slot].iov_base, count: iovecs[slot].iov_len)
     }
 
     /// Removes `n` datagrams from the head and returns their payload bytes.

@@ -1,4 +1,5 @@
 internal import CLibev
+internal import Glibc
 internal import Synchronization
 
 /// Calls back on the loop thread after a Unix signal arrives (`ev_signal`).
@@ -7,6 +8,10 @@ internal import Synchronization
 /// with an error instead of libev's assertion. The binding lasts from `init` to deinit of the last
 /// `SignalWatcher` for that signal on that loop. Libraries should not install signal watchers on a loop
 /// they borrow; applications own their signals. Loop thread only; not `Sendable`.
+///
+/// Creating the watcher unblocks its signal in the calling thread (`pthread_sigmask`). A blocked signal
+/// never arrives: libev installs its handler but leaves the mask alone, and a process started by a
+/// runtime whose threads block signals (or by a supervisor) inherits them blocked.
 public final class SignalWatcher: Watcher {
     /// Called on the loop thread with the watcher whose signal arrived.
     public typealias Callback = (SignalWatcher) -> Void
@@ -23,6 +28,10 @@ public final class SignalWatcher: Watcher {
         try SignalWatcher.bindings.reserve(signal: signal, loop: loop.raw)
         self.signal = signal
         self.callback = callback
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, signal)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         let memory = _WatcherMemory(ev_signal())
         cev_signal_init(memory.typed(ev_signal.self), watcherTrampoline, signal)
         super.init(loop: loop, memory: memory,
