@@ -2,12 +2,19 @@ internal import CLibev
 
 /// Calls back after a delay, then optionally every `repeat` seconds (`ev_timer`), on the loop's monotonic clock.
 ///
-/// A one-shot timer (repeat 0) is stopped by libev before its callback runs. Loop thread only; not `Sendable`.
+/// A one-shot timer (repeat 0) is stopped by libev before its callback runs. Every `start()` waits the
+/// full `after` delay again: libev itself would keep what was left when the timer last stopped or
+/// expired (nothing, for an expired one) and fire a restarted one-shot timer at once.
+/// Loop thread only; not `Sendable`.
 public final class TimerWatcher: Watcher {
     /// Called on the loop thread with the watcher that fired.
     public typealias Callback = (TimerWatcher) -> Void
 
     private let callback: Callback
+    /// The delay each `start()` waits.
+    private var delay: Double
+    /// Set by `again()`: the next start waits the repeat interval instead.
+    private var nextDelay: Double?
     private var raw: UnsafeMutablePointer<ev_timer> { memory.typed(ev_timer.self) }
 
     /// Creates a stopped timer.
@@ -18,6 +25,7 @@ public final class TimerWatcher: Watcher {
     public init(loop: EventLoop, after: Double, repeat: Double = 0, callback: @escaping Callback) {
         TimerWatcher.check(after: after, repeat: `repeat`)
         self.callback = callback
+        delay = after
         let memory = _WatcherMemory(ev_timer())
         cev_timer_init(memory.typed(ev_timer.self), watcherTrampoline, after, `repeat`)
         super.init(loop: loop, memory: memory,
@@ -31,6 +39,7 @@ public final class TimerWatcher: Watcher {
     public func set(after: Double, repeat: Double = 0) throws(LibevError) {
         guard !isActive else { throw .watcherActive(operation: "TimerWatcher.set(after:repeat:)") }
         TimerWatcher.check(after: after, repeat: `repeat`)
+        delay = after
         cev_timer_set(raw, after, `repeat`)
     }
 
@@ -46,10 +55,9 @@ public final class TimerWatcher: Watcher {
     /// Restarts a repeating timer `repeatInterval` from now, or stops it if the interval is 0 (`ev_timer_again`).
     /// The cheap way to implement an inactivity timeout. Keeps the ``Watcher/keepsLoopAlive`` setting.
     public func again() {
-        let wasActive = isActive
-        if wasActive { stop() }
+        if isActive { stop() }
         guard repeatInterval > 0 else { return }
-        cev_timer_set(raw, repeatInterval, repeatInterval)
+        nextDelay = repeatInterval
         start()
     }
 
@@ -58,6 +66,11 @@ public final class TimerWatcher: Watcher {
 
     override func fire(_ revents: Int32) {
         callback(self)
+    }
+
+    override func willStart() {
+        cev_timer_set(raw, nextDelay ?? delay, repeatInterval)
+        nextDelay = nil
     }
 
     private static func check(after: Double, repeat: Double) {

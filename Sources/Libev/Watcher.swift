@@ -63,6 +63,7 @@ public class Watcher {
     /// Starts the watcher (`ev_TYPE_start`); does nothing if it is active. Cost: O(1) or O(log n) for timers, no syscall.
     public final func start() {
         guard !isActive else { return }
+        willStart()
         startFunction(loop.raw, memory.pointer)
         if !keepsLoopAlive { dropRef() }
     }
@@ -94,6 +95,9 @@ public class Watcher {
 
     /// Runs the subclass's Swift callback.
     func fire(_ revents: Int32) {}
+
+    /// Lets a subclass reset its libev struct just before `ev_TYPE_start`.
+    func willStart() {}
 }
 
 /// The single C entry point for every watcher: recovers the Swift object from the watcher's `data` field

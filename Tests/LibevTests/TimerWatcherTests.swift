@@ -46,6 +46,43 @@ import Testing
         #expect(!timer.isActive, "again() with repeat 0 leaves the timer stopped")
     }
 
+    /// libev keeps a stopped or expired timer's remaining time (none, once it has fired), so a one-shot
+    /// timer restarted from its own callback would fire again at once, spinning the loop.
+    @Test func restartedOneShotTimerWaitsItsFullDelayAgain() throws {
+        let loop = try EventLoop()
+        let delay = 0.01
+        var fires = 0
+        let started = loop.now
+        var lastFire = started
+        let timer = TimerWatcher(loop: loop, after: delay) { timer in
+            fires += 1
+            lastFire = loop.now
+            if fires < 3 { timer.start() }
+        }
+        timer.start()
+        let guardTimer = failsafe(loop)
+        loop.run()
+        #expect(fires == 3)
+        #expect(lastFire - started >= 3 * delay, "three restarts of a \(delay) s timer took \(lastFire - started) s")
+        _ = guardTimer
+    }
+
+    @Test func timerStoppedEarlyAndStartedAgainWaitsItsFullDelay() throws {
+        let loop = try EventLoop()
+        let started = loop.now
+        var fired: Double?
+        let timer = TimerWatcher(loop: loop, after: 0.05) { _ in fired = loop.now }
+        timer.start()
+        let restart = TimerWatcher(loop: loop, after: 0.03) { _ in
+            timer.stop()
+            timer.start()
+        }
+        restart.start()
+        loop.run()
+        let elapsed = try #require(fired) - started
+        #expect(elapsed >= 0.08, "restarted at 0.03 s, a 0.05 s timer fired after \(elapsed) s")
+    }
+
     @Test func setIsRefusedWhileActive() throws {
         let loop = try EventLoop()
         let timer = TimerWatcher(loop: loop, after: 1) { _ in }
