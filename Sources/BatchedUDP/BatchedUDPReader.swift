@@ -8,7 +8,8 @@ public import Libev
 /// datagram. A datagram larger than a slot is dropped and reported (``onProblem``), never delivered cut
 /// short. A readiness callback makes at most ``Configuration/maxCallsPerEvent`` calls, so one busy socket
 /// cannot starve the loop (libev's level-triggered EV_READ comes back next iteration). EAGAIN ends a read;
-/// an ICMP error queued on a connected socket (ECONNREFUSED) is reported and reading goes on.
+/// an ICMP error queued on a connected socket (ECONNREFUSED) is reported and reading goes on. With
+/// ``UDPSocket/setReceivesErrors(_:)`` on, the kernel's per-datagram error queue is read and reported too.
 ///
 /// A reader and a ``BatchedUDPWatcher`` can share one socket: they use separate read and write watchers
 /// on the same descriptor. The reader never closes the socket.
@@ -52,7 +53,8 @@ public final class BatchedUDPReader {
     public let socket: UDPSocket
     /// Sizes, as given.
     public let configuration: Configuration
-    /// Called on the loop thread for each truncated datagram and each failed `recvmmsg`.
+    /// Called on the loop thread for each truncated datagram, each failed `recvmmsg`, and each entry of
+    /// the socket's error queue.
     public var onProblem: ((BatchedUDPReader, ReceiveProblem) -> Void)?
     /// What the reader has received so far.
     public private(set) var counters = ReceiveCounters()
@@ -106,6 +108,7 @@ public final class BatchedUDPReader {
             return
         }
         var calls = 0
+        let datagramsBefore = counters.datagrams
         while calls < configuration.maxCallsPerEvent && readWatcher.isActive {
             calls += 1
             counters.recvmmsgCalls += 1
@@ -115,6 +118,9 @@ public final class BatchedUDPReader {
                 deliver(received)
                 if received < slots.count { return }
             case .failed(.EAGAIN):
+                // Woken with nothing to read: epoll reports EPOLLERR while the error queue (IP_RECVERR)
+                // holds entries, and would wake the reader again at once until they are read.
+                if counters.datagrams == datagramsBefore { readQueuedErrors() }
                 return
             case let .failed(error):
                 counters.errors += 1
@@ -128,6 +134,19 @@ public final class BatchedUDPReader {
                 default:
                     return
                 }
+            }
+        }
+    }
+
+    /// Reports what the socket's error queue holds, at most one batch's worth per wakeup.
+    private func readQueuedErrors() {
+        for _ in 0..<configuration.batchSize {
+            switch Syscall.receiveQueuedError(fd) {
+            case let .success(entry?):
+                counters.deliveryErrors += 1
+                report(.deliveryError(entry.errno, destination: entry.destination))
+            case .success(nil), .failure:
+                return
             }
         }
     }

@@ -91,7 +91,18 @@ extension BatchedUDPWatcher {
             updateSelfRetain()
             return
         }
+        let sentBefore = tally.sent, eagainBefore = tally.eagain
         drain()
+        if tally.sent == sentBefore && tally.eagain > eagainBefore { discardQueuedErrors() }
+    }
+
+    /// Woken for EV_WRITE, yet the socket took nothing: epoll reports EPOLLERR (as writable) while the
+    /// error queue holds entries (IP_RECVERR), so read them, or the write watcher spins until space frees.
+    private func discardQueuedErrors() {
+        for _ in 0..<configuration.batchSize {
+            guard case .success(_?) = Syscall.receiveQueuedError(fd) else { return }
+            tally.deliveryErrors += 1
+        }
     }
 
     /// Sends from the head of the ring until it is empty, the socket pushes back, or the budget is spent;
@@ -101,10 +112,10 @@ extension BatchedUDPWatcher {
     func drain() {
         guard !isDraining else { return }
         drainAtIterationEnd.stop()
-        var calls = 0
+        var calls = 0, noBuffers = 0
         while true {
             isDraining = true
-            let outcome = sendLoop(calls: &calls)
+            let outcome = sendLoop(calls: &calls, noBuffers: &noBuffers)
             switch outcome {
             case .empty, .closed:
                 writeWatcher.stop()
@@ -135,7 +146,9 @@ extension BatchedUDPWatcher {
         updateSelfRetain()
     }
 
-    private func sendLoop(calls: inout Int) -> DrainOutcome {
+    /// `noBuffers` counts ENOBUFS over the whole drain, not in a row: under a full qdisc each retry sends
+    /// a datagram or two before the next ENOBUFS, and resetting on that progress would busy-poll the qdisc.
+    private func sendLoop(calls: inout Int, noBuffers: inout Int) -> DrainOutcome {
         while !ring.isEmpty {
             guard state != .closed else { return .closed }
             guard calls < configuration.maxCallsPerDrain else { return .budgetSpent }
@@ -146,7 +159,6 @@ extension BatchedUDPWatcher {
             case let .done(sent):
                 precondition(sent <= batch, "sendmmsg reported \(sent) sent of \(batch)")
                 guard sent > 0 else { return .wouldBlock }
-                noBufferStreak = 0
                 if sent < batch { tally.shortCounts += 1 }
                 tally.sent += sent
                 tally.sentBytes += ring.popFront(sent)
@@ -157,11 +169,8 @@ extension BatchedUDPWatcher {
                     return .wouldBlock
                 case .noBuffers:
                     tally.noBuffers += 1
-                    noBufferStreak += 1
-                    if noBufferStreak > configuration.noBufferRetries {
-                        noBufferStreak = 0
-                        return .backOff
-                    }
+                    noBuffers += 1
+                    if noBuffers > configuration.noBufferRetries { return .backOff }
                 case .headMessage:
                     failHead(error)
                 case .fatal:

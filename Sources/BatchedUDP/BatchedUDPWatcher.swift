@@ -71,7 +71,6 @@ public final class BatchedUDPWatcher {
     var closeCompletionPending: ((BatchedUDPWatcher) -> Void)?
     var isDraining = false
     var isDelivering = false
-    var noBufferStreak = 0
     var selfRetain: Unmanaged<BatchedUDPWatcher>?
     /// Tests replace `sendmmsg` here to script what loopback cannot produce; nil (the real call) otherwise.
     var sendSeam: Syscall.SendmmsgSeam?

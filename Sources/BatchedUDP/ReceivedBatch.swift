@@ -33,6 +33,9 @@ public enum ReceiveProblem: Sendable, Equatable, CustomStringConvertible {
     /// `recvmmsg` failed with this errno (ECONNREFUSED is an ICMP error queued on a connected socket;
     /// reading goes on).
     case error(Errno)
+    /// An earlier datagram to `destination` failed with this errno (an ICMP unreachable, for example), as
+    /// the socket's error queue said. Only with ``UDPSocket/setReceivesErrors(_:)`` on.
+    case deliveryError(Errno, destination: SocketAddress?)
 
     public var description: String {
         switch self {
@@ -40,6 +43,8 @@ public enum ReceiveProblem: Sendable, Equatable, CustomStringConvertible {
             return "dropped a \(size)-byte datagram from \(sender.map(String.init(describing:)) ?? "?"): larger than the \(limit)-byte slot"
         case let .error(errno):
             return "recvmmsg failed: \(errno)"
+        case let .deliveryError(errno, destination):
+            return "a datagram to \(destination.map(String.init(describing:)) ?? "?") failed: \(errno)"
         }
     }
 }
@@ -56,10 +61,12 @@ public struct ReceiveCounters: Sendable, Equatable, CustomStringConvertible {
     public internal(set) var truncated = 0
     /// `recvmmsg` calls that failed with something other than EAGAIN.
     public internal(set) var errors = 0
+    /// Entries read from the socket's error queue (``ReceiveProblem/deliveryError(_:destination:)``).
+    public internal(set) var deliveryErrors = 0
 
     public init() {}
 
     public var description: String {
-        "datagrams \(datagrams) bytes \(bytes) calls \(recvmmsgCalls) truncated \(truncated) errors \(errors)"
+        "datagrams \(datagrams) bytes \(bytes) calls \(recvmmsgCalls) truncated \(truncated) errors \(errors) delivery errors \(deliveryErrors)"
     }
 }

@@ -30,11 +30,15 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
     public internal(set) var noBuffers = 0
     /// Times the watcher backed off on a timer after repeated ENOBUFS.
     public internal(set) var backoffs = 0
+    /// Entries read (and discarded) from the socket's error queue (IP_RECVERR) when a write wakeup found
+    /// the socket full: epoll reports EPOLLERR while they wait, which would wake the write watcher at once.
+    /// A ``BatchedUDPReader`` on the socket reports such entries with their destination instead.
+    public internal(set) var deliveryErrors = 0
 
     public init() {}
 
     public var description: String {
         "enqueued \(enqueued) sent \(sent) failed \(failed) queued \(queued) rejected \(rejected) "
-            + "calls \(sendmmsgCalls) short \(shortCounts) eagain \(eagain) enobufs \(noBuffers)"
+            + "calls \(sendmmsgCalls) short \(shortCounts) eagain \(eagain) enobufs \(noBuffers) backoffs \(backoffs) delivery errors \(deliveryErrors)"
     }
 }

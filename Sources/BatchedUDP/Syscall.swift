@@ -7,6 +7,13 @@ enum IOResult: Equatable {
     case failed(Errno)
 }
 
+/// An error the kernel queued for an earlier datagram (ICMP unreachable, a local MTU error...).
+struct QueuedError {
+    let errno: Errno
+    /// Where the failed datagram was going.
+    let destination: SocketAddress?
+}
+
 /// One small wrapper per system call the package makes. Each reads errno straight after the call,
 /// inside a non-inlined function so nothing (ARC included) can run in between, and retries EINTR here.
 enum Syscall {
@@ -41,6 +48,24 @@ enum Syscall {
             if rc >= 0 { return .done(Int(rc)) }
             let error = Errno.current
             if error != .EINTR { return .failed(error) }
+        }
+    }
+
+    /// One entry of the socket's error queue (filled when IP_RECVERR/IPV6_RECVERR is on), nil when it is
+    /// empty. Reading it is what clears EPOLLERR, which epoll reports for as long as an entry waits.
+    @inline(never)
+    static func receiveQueuedError(_ fd: Int32) -> Result<QueuedError?, Errno> {
+        var storage = sockaddr_storage()
+        var length = socklen_t(0)
+        var error: Int32 = 0
+        while true {
+            if cudp_recv_queued_error(fd, &storage, &length, &error) == 1 {
+                let destination = withUnsafeBytes(of: &storage) { SocketAddress($0.baseAddress!, length: length) }
+                return .success(QueuedError(errno: Errno(rawValue: error), destination: destination))
+            }
+            let failure = Errno.current
+            if failure == .EAGAIN { return .success(nil) }
+            if failure != .EINTR { return .failure(failure) }
         }
     }
 

@@ -150,6 +150,30 @@ public final class UDPSocket {
         try setOption(Int32(IPPROTO_IPV6), IPV6_V6ONLY, on ? 1 : 0, "IPV6_V6ONLY")
     }
 
+    /// Whether the kernel reports per-datagram errors to this socket (IP_RECVERR, or IPV6_RECVERR on IPv6).
+    /// - Throws: ``SocketError`` if the option cannot be read.
+    public var receivesErrors: Bool {
+        get throws(SocketError) {
+            let (level, name) = family == .ipv4 ? (Int32(IPPROTO_IP), IP_RECVERR) : (Int32(IPPROTO_IPV6), IPV6_RECVERR)
+            return try option(level, name, family == .ipv4 ? "IP_RECVERR" : "IPV6_RECVERR") != 0
+        }
+    }
+
+    /// Turns IP_RECVERR on or off (on an IPv6 socket: IPV6_RECVERR, and IP_RECVERR for IPv4-mapped traffic).
+    ///
+    /// With it on, Linux reports a datagram its queueing discipline or driver dropped as ENOBUFS, which a
+    /// ``BatchedUDPWatcher`` retries; with it off (the default) such a drop is silent and counted only in
+    /// the kernel's SndbufErrors. It also queues ICMP errors (port or host unreachable) for unconnected
+    /// sockets: ``BatchedUDPReader`` reports them as ``ReceiveProblem/deliveryError(_:destination:)`` and
+    /// the watcher counts them, and each sets a pending error that the next send on the socket meets
+    /// (reported for the datagram at the head, as ECONNREFUSED for example).
+    /// - Throws: ``SocketError`` naming the option and errno.
+    public func setReceivesErrors(_ on: Bool) throws(SocketError) {
+        let value: Int32 = on ? 1 : 0
+        if family == .ipv6 { try setOption(Int32(IPPROTO_IPV6), IPV6_RECVERR, value, "IPV6_RECVERR") }
+        try setOption(Int32(IPPROTO_IP), IP_RECVERR, value, "IP_RECVERR")
+    }
+
     /// Whether O_NONBLOCK is set.
     public var isNonBlocking: Bool {
         get throws(SocketError) {

@@ -5,6 +5,7 @@
 #include "CUDPShims.h"
 
 #include <errno.h>
+#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <string.h>
@@ -24,6 +25,29 @@ int cudp_sendmmsg(int fd, cudp_mmsghdr *msgs, unsigned int vlen, int flags) {
 
 int cudp_recvmmsg(int fd, cudp_mmsghdr *msgs, unsigned int vlen, int flags) {
     return recvmmsg(fd, (struct mmsghdr *)msgs, vlen, flags, NULL);
+}
+
+int cudp_recv_queued_error(int fd, struct sockaddr_storage *address, socklen_t *length, int *error) {
+    char byte;  // the offending datagram's payload is not wanted; it is cut to one byte
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { char buffer[256]; struct cmsghdr align; } control;
+    struct msghdr msg = {
+        .msg_name = address, .msg_namelen = sizeof *address,
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control.buffer, .msg_controllen = sizeof control.buffer,
+    };
+    if (recvmsg(fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return -1;
+    *length = msg.msg_namelen;
+    *error = 0;
+    for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if ((cmsg->cmsg_level == SOL_IP && cmsg->cmsg_type == IP_RECVERR) ||
+            (cmsg->cmsg_level == SOL_IPV6 && cmsg->cmsg_type == IPV6_RECVERR)) {
+            struct sock_extended_err extended;
+            memcpy(&extended, CMSG_DATA(cmsg), sizeof extended);
+            *error = (int)extended.ee_errno;
+        }
+    }
+    return 1;
 }
 
 struct cmsghdr *cudp_cmsg_firsthdr(struct msghdr *msg) { return CMSG_FIRSTHDR(msg); }

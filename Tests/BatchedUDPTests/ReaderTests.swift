@@ -141,6 +141,32 @@ import TestSupport
         #expect(inbox.datagrams.first?.bytes == [2])
     }
 
+    /// With IP_RECVERR on, an ICMP port unreachable for an unconnected socket waits in the error queue and
+    /// epoll reports EPOLLERR until it is read: the reader reports it with the destination that failed,
+    /// then waits quietly instead of being woken again and again.
+    @Test func errorQueueEntryIsReportedWithItsDestinationAndReadingSettles() throws {
+        let loop = try EventLoop()
+        let placeholder = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let deadAddress = try placeholder.localAddress
+        try placeholder.close()
+        let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try socket.setReceivesErrors(true)
+        let (reader, inbox) = try reader(on: socket, loop: loop)
+        reader.start()
+        let sender = try BatchedUDPWatcher(loop: loop, socket: socket)
+        try sender.enqueue([1, 2, 3], to: deadAddress)
+        run(loop) { inbox.problems.contains(.deliveryError(.ECONNREFUSED, destination: deadAddress)) }
+        #expect(reader.counters.deliveryErrors == 1)
+        #expect(sender.counters.sent == 1)
+        // Nothing else is pending now: a further 0.2 s of looping makes no more recvmmsg calls.
+        let calls = reader.counters.recvmmsgCalls
+        let settle = TimerWatcher(loop: loop, after: 0.2) { timer in timer.loop.breakLoop() }
+        settle.start()
+        loop.run()
+        #expect(reader.counters.recvmmsgCalls == calls, "the reader kept waking up: \(reader.counters)")
+        #expect(reader.isReading)
+    }
+
     /// Reader and watcher on one socket (separate read and write watchers): an echo.
     @Test func readerAndWatcherShareASocket() throws {
         let loop = try EventLoop()

@@ -33,6 +33,11 @@ int cudp_sendmmsg(int fd, cudp_mmsghdr *msgs, unsigned int vlen, int flags);
 /// recvmmsg(2) with no timeout: the number of messages received, or -1 with errno set.
 int cudp_recvmmsg(int fd, cudp_mmsghdr *msgs, unsigned int vlen, int flags);
 
+/// Reads one entry of the socket's error queue (recvmsg with MSG_ERRQUEUE | MSG_DONTWAIT), which the kernel
+/// fills when IP_RECVERR / IPV6_RECVERR is on. Returns 1 and sets `*error` (the entry's ee_errno) and
+/// `*address` / `*length` (the failed datagram's destination); -1 with errno set otherwise (EAGAIN: empty).
+int cudp_recv_queued_error(int fd, struct sockaddr_storage *address, socklen_t *length, int *error);
+
 /// The cmsg macros as functions.
 struct cmsghdr *cudp_cmsg_firsthdr(struct msghdr *msg);
 struct cmsghdr *cudp_cmsg_nxthdr(struct msghdr *msg, struct cmsghdr *cmsg);
