@@ -32,6 +32,9 @@ final class DatagramRing {
         self.slotSize = slotSize
         self.byteCapacity = byteCapacity
         payload = .allocate(byteCount: max(capacity * slotSize, 1), alignment: 16)
+        // Touch every page now: memory is resident from the start (no page faults on the hot path, and a
+        // process's size does not creep up as the queue first grows deep).
+        payload.initializeMemory(as: UInt8.self, repeating: 0, count: max(capacity * slotSize, 1))
         addresses = .allocate(capacity: capacity)
         addresses.initialize(repeating: sockaddr_storage(), count: capacity)
         iovecs = .allocate(capacity: capacity)

@@ -19,6 +19,9 @@ final class ReceiveSlots {
         self.count = count
         self.slotSize = slotSize
         payload = .allocate(byteCount: max(count * slotSize, 1), alignment: 16)
+        // Touch every page now: memory is resident from the start (no page faults on the hot path, and a
+        // process's size does not creep up as the queue first grows deep).
+        payload.initializeMemory(as: UInt8.self, repeating: 0, count: max(count * slotSize, 1))
         addresses = .allocate(capacity: count)
         addresses.initialize(repeating: sockaddr_storage(), count: count)
         iovecs = .allocate(capacity: count)
