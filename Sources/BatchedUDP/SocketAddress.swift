@@ -1,5 +1,4 @@
-internal import CUDPShims
-internal import Glibc
+public import Glibc
 
 /// An IPv4 or IPv6 address with a port: where a datagram goes or came from.
 ///
@@ -117,8 +116,10 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         storage = .v6(sin6)
     }
 
-    /// Reads a kernel-filled `sockaddr`; nil for families other than IPv4 and IPv6.
-    init?(_ address: UnsafeRawPointer, length: socklen_t) {
+    /// Reads a `sockaddr` filled by the kernel or C code (`recvfrom`, `getsockname`...), for interop.
+    /// Returns nil for families other than IPv4 and IPv6, or a `length` too short for the family.
+    /// Cost: a copy of at most 28 bytes; any thread.
+    public init?(_ address: UnsafeRawPointer, length: socklen_t) {
         switch Int32(address.load(as: sockaddr.self).sa_family) {
         case AF_INET where length >= MemoryLayout<sockaddr_in>.size:
             storage = .v4(address.loadUnaligned(as: sockaddr_in.self))
@@ -199,9 +200,10 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Calls `body` with a `sockaddr` pointer and its length, valid for the call.
-    func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) rethrows -> R {
-        var storage = sockaddr_storage()
+    /// Calls `body` with this address as a `sockaddr` and its length, valid during the call only: for
+    /// passing it to C (`sendto`, `connect`...). Cost: a stack copy, no allocation; any thread.
+    public func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) rethrows -> R {
+        var storage = sockaddr_in6()  // room for either family
         return try withUnsafeMutableBytes(of: &storage) { bytes in
             let length = write(to: bytes.baseAddress!)
             return try body(bytes.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)

@@ -15,8 +15,8 @@ final class RunningRelay {
     }
 
     /// Starts `echo-relay ARGUMENTS`, inside `namespace` if given, and waits for its listening lines.
-    init(_ arguments: [String], namespace: NetworkNamespace? = nil, listeners: Int = 1) throws {
-        let binary = RunningRelay.productsDirectory.appendingPathComponent("echo-relay")
+    init(_ arguments: [String], executable: String = "echo-relay", namespace: NetworkNamespace? = nil, listeners: Int = 1) throws {
+        let binary = RunningRelay.productsDirectory.appendingPathComponent(executable)
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw RelayError("\(binary.path) is missing: build the package (swift build) before the tests")
         }
@@ -52,6 +52,21 @@ final class RunningRelay {
         try? FileManager.default.removeItem(at: logURL)
     }
 
+    /// Resident memory of the process now (VmRSS), in bytes.
+    var residentBytes: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+    }
+
+    /// Descriptors the process has open now.
+    var openDescriptors: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? -1
+    }
+
+    /// The last stats line's counters (`name=value` and `queued N`, `sessions N`), once one is logged.
+    func latestStats() -> String? { log.split(separator: "\n").last { $0.contains("stats:") }.map(String.init) }
+
     var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 
     /// Polls the log until `condition` holds.
@@ -72,9 +87,9 @@ final class RunningRelay {
         return process.terminationStatus
     }
 
-    /// Runs echo-relay to completion with `arguments`; returns its exit status and stderr.
-    static func runToExit(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let relay = try RunningRelay(arguments, listeners: 0)
+    /// Runs `executable` (echo-relay or udp-blast) to completion; returns its exit status and stderr.
+    static func runToExit(_ arguments: [String], executable: String = "echo-relay") throws -> (status: Int32, output: String) {
+        let relay = try RunningRelay(arguments, executable: executable, listeners: 0)
         relay.process.waitUntilExit()
         return (relay.process.terminationStatus, relay.log)
     }

@@ -33,6 +33,31 @@ public final class Receiver {
         return datagrams
     }
 
+    /// Like `receive`, with each datagram's sender.
+    public func receiveWithSenders(_ count: Int, timeout: Double = 2) -> [(bytes: [UInt8], sender: SocketAddress)] {
+        var datagrams: [(bytes: [UInt8], sender: SocketAddress)] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var idleSince = Date()
+        while datagrams.count < count {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let n = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(socket.fileDescriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT), $0, &length)
+                }
+            }
+            if n >= 0, let sender = withUnsafeBytes(of: &storage, { SocketAddress($0.baseAddress!, length: length) }) {
+                datagrams.append((Array(buffer[0..<n]), sender))
+                idleSince = Date()
+            } else if Date().timeIntervalSince(idleSince) > timeout {
+                break
+            } else {
+                usleep(200)
+            }
+        }
+        return datagrams
+    }
+
     /// Whatever is waiting now, without blocking.
     public func pending() -> [[UInt8]] { receive(Int.max, timeout: 0.05) }
 }
