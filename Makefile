@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN = .build/release
 
-.PHONY: deps build test test-sanitizers demo clean
+.PHONY: deps build test test-sanitizers demo soak clean
 
 # libev-dev for the libraries; iproute2 (ip, tc) for the tests that build private network namespaces.
 deps:
@@ -36,6 +36,12 @@ demo: deps
 	$(SWIFT) build -c release --product udp-blast
 	$(SWIFT) build -c release --product echo-relay
 	@./Scripts/demo.sh $(RELEASE_BIN)
+
+# echo-relay (echo and relay) under udp-blast load; SOAK_SECONDS (default 60) and SOAK_RATE set the run.
+soak: deps
+	$(SWIFT) build -c release --product udp-blast
+	$(SWIFT) build -c release --product echo-relay
+	@./Scripts/soak.sh $(RELEASE_BIN)
 
 clean:
 	rm -rf .build .build-asan .build-tsan
