@@ -37,6 +37,30 @@ import TestSupport
         while !done() && guardTimer.isActive { loop.run(.once) }
     }
 
+    @Test func refusesBadConfigurationNamingTheField() throws {
+        let loop = try EventLoop()
+        #expect { _ = try self.reader(on: UDPSocket(family: .ipv4), loop: loop) { $0.batchSize = 0 } } throws: {
+            "\($0)".contains("batchSize must be 1...1024 (UIO_MAXIOV), got 0")
+        }
+        #expect { _ = try self.reader(on: UDPSocket(family: .ipv4), loop: loop) { $0.maxDatagramSize = 70_000 } } throws: {
+            "\($0)".contains("maxDatagramSize must be 1...65535, got 70000")
+        }
+        #expect { _ = try self.reader(on: UDPSocket(family: .ipv4), loop: loop) { $0.maxCallsPerEvent = 0 } } throws: {
+            "\($0)".contains("maxCallsPerEvent must be at least 1, got 0")
+        }
+    }
+
+    @Test func refusesWhatIsNotAUDPSocket() throws {
+        let loop = try EventLoop()
+        let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(tcp) }
+        #expect { _ = try self.reader(on: UDPSocket(adopting: tcp), loop: loop) } throws: { "\($0)".contains("stream (TCP) socket") }
+        let closed = try UDPSocket(family: .ipv4)
+        let open = try UDPSocket(adopting: closed.fileDescriptor)
+        try closed.close()
+        #expect { _ = try self.reader(on: open, loop: loop) } throws: { "\($0)".contains("EBADF") }
+    }
+
     @Test func mixedSizesAndSendersArriveExactly() throws {
         let loop = try EventLoop()
         let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))

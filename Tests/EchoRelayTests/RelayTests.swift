@@ -106,6 +106,21 @@ import TestSupport
         #expect(output.contains(message), "\(output)")
     }
 
+    @Test(arguments: [
+        (["--to", "nowhere"], "invalid address 'nowhere'"),
+        (["--to", "127.0.0.1:9", "--size", "70000"], "--size must be 8...65507 bytes, got 70000"),
+        (["--to", "127.0.0.1:9", "--size", "8", "--expect-replies"], "--size must be 16...65507 bytes, got 8"),
+        (["--to", "127.0.0.1:9", "--batch", "2000"], "--batch must be 1...1024, got 2000"),
+        (["--to", "127.0.0.1:9", "--rate", "0"], "--rate must be a positive number"),
+        (["--to", "127.0.0.1:9", "--count", "0"], "--count must be at least 1, got 0"),
+        (["sink", "--listen", "localhost"], "invalid address 'localhost'"),
+    ])
+    func udpBlastBadOptionsExit64NamingThem(arguments: [String], message: String) throws {
+        let (status, output) = try RunningRelay.runToExit(arguments, executable: "udp-blast")
+        #expect(status == 64)
+        #expect(output.contains(message), "\(output)")
+    }
+
     @Test func portInUseExits1NamingTheAddress() throws {
         let taken = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
         let address = try taken.localAddress
