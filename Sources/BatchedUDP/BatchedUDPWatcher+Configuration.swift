@@ -25,6 +25,24 @@ extension BatchedUDPWatcher {
         public var noBufferRetries = 2
         /// Seconds to wait after repeated ENOBUFS before trying again. Default 0.005.
         public var noBufferBackoff = 0.005
+        /// Whether runs of queued datagrams are sent as UDP GSO super-datagrams. Default `.automatic`.
+        public var segmentation = Segmentation.automatic
+
+        /// UDP generic segmentation offload (GSO, `UDP_SEGMENT`, Linux 4.18+).
+        public enum Segmentation: Sendable, Equatable {
+            /// Where the kernel supports it (probed once per socket): at each drain, consecutive queued
+            /// datagrams to the same destination with equal sizes (the last may be shorter), of at most
+            /// 1,472 bytes (1,452 on IPv6) each, up to 64 of them and 65,507 bytes (65,527 IPv6-only)
+            /// in all, go to the kernel as one super-datagram that it splits back into those datagrams.
+            /// Receivers see the same datagrams; the sender saves most of the per-datagram kernel work.
+            /// If such a send fails with EIO or EINVAL (a device without checksum offload, old kernels),
+            /// segmentation is turned off for the watcher; with EMSGSIZE (segments over the path MTU),
+            /// datagrams of that size or larger are no longer coalesced. Either way the same datagrams
+            /// are sent one by one in the same drain: nothing is lost, and errors stay per datagram.
+            case automatic
+            /// One datagram per `sendmmsg` message, always.
+            case off
+        }
 
         /// The defaults above.
         public init() {}

@@ -1,3 +1,4 @@
+internal import CUDPShims
 internal import Libev
 
 /// The send path: enqueue bookkeeping, the drain state machine, and reports.
@@ -152,17 +153,32 @@ extension BatchedUDPWatcher {
         while !ring.isEmpty {
             guard state != .closed else { return .closed }
             guard calls < configuration.maxCallsPerDrain else { return .budgetSpent }
-            let batch = min(ring.contiguousFromHead, configuration.batchSize)
+            // The vector: the ring's own slots, or (GSO) messages of which each may carry a run of them.
+            let vector: UnsafeMutablePointer<cudp_mmsghdr>, offered: Int
+            if let segmented {
+                segmented.build(from: ring)
+                (vector, offered) = (segmented.messages, segmented.count)
+            } else {
+                (vector, offered) = (ring.headMessages, min(ring.contiguousFromHead, configuration.batchSize))
+            }
             calls += 1
             tally.sendmmsgCalls += 1
-            switch Syscall.sendmmsg(fd, ring.headMessages, batch, seam: sendSeam) {
+            switch Syscall.sendmmsg(fd, vector, offered, seam: sendSeam) {
             case let .done(sent):
-                precondition(sent <= batch, "sendmmsg reported \(sent) sent of \(batch)")
+                precondition(sent <= offered, "sendmmsg reported \(sent) sent of \(offered)")
                 guard sent > 0 else { return .wouldBlock }
-                if sent < batch { tally.shortCounts += 1 }
-                tally.sent += sent
-                tally.sentBytes += ring.popFront(sent)
+                if sent < offered { tally.shortCounts += 1 }
+                var datagrams = sent
+                if let segmented {
+                    let carried = segmented.datagrams(inFirst: sent)
+                    datagrams = carried.datagrams
+                    tally.gsoSends += carried.superDatagrams
+                }
+                tally.sent += datagrams
+                tally.sentBytes += ring.popFront(datagrams)
             case let .failed(error):
+                // How many datagrams the failing head message carries.
+                let headRun = segmented?.datagrams(inMessage: 0) ?? 1
                 switch ErrorClass(error) {
                 case .wouldBlock:
                     tally.eagain += 1
@@ -171,8 +187,17 @@ extension BatchedUDPWatcher {
                     tally.noBuffers += 1
                     noBuffers += 1
                     if noBuffers > configuration.noBufferRetries { return .backOff }
+                case .headMessage where headRun > 1 && (error == .EIO || error == .EINVAL):
+                    // The device or path cannot segment: send these, and all later ones, one by one.
+                    segmented = nil
+                    tally.segmentationFallbacks += 1
+                case .headMessage where headRun > 1 && error == .EMSGSIZE:
+                    // Segments larger than the path MTU: a lone datagram of that size would be fragmented
+                    // (or fail on its own, if it must not be). Stop coalescing this size and re-send.
+                    if let segmented { segmented.maxSegment = segmented.segmentSize(ofMessage: 0) - 1 }
+                    tally.segmentationFallbacks += 1
                 case .headMessage:
-                    failHead(error)
+                    for _ in 0..<headRun { failHead(error) }
                 case .fatal:
                     shutDown(reporting: error)
                     return .closed

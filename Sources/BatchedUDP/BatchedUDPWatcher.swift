@@ -1,3 +1,4 @@
+internal import CUDPShims
 public import Libev
 
 /// Sends datagrams from a bounded ring buffer through `sendmmsg(2)`, driven by a libev loop.
@@ -72,6 +73,8 @@ public final class BatchedUDPWatcher {
     var isDraining = false
     var isDelivering = false
     var selfRetain: Unmanaged<BatchedUDPWatcher>?
+    /// The GSO vector while segmentation is on; nil when it is off, unsupported or turned off after EIO/EINVAL.
+    var segmented: SegmentedBatch?
     /// Tests replace `sendmmsg` here to script what loopback cannot produce; nil (the real call) otherwise.
     var sendSeam: Syscall.SendmmsgSeam?
 
@@ -105,6 +108,11 @@ public final class BatchedUDPWatcher {
                             slotSize: min(configuration.maxDatagramSize, socket.family.maxUDPPayload),
                             byteCapacity: configuration.resolvedByteCapacity)
         failures.reserveCapacity(2 * configuration.capacity)
+        if configuration.segmentation == .automatic && BatchedUDPWatcher.kernelSegments(fd) {
+            segmented = SegmentedBatch(capacity: configuration.batchSize,
+                                       maxPayload: reachesIPv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload,
+                                       maxSegment: socket.family == .ipv4 ? 1472 : 1452)
+        }
         do {
             writeWatcher = try IOWatcher(loop: loop, fileDescriptor: fd, events: .write) { [unowned self] _, events in
                 withExtendedLifetime(self) { self.socketBecameWritable(events) }
@@ -118,6 +126,17 @@ public final class BatchedUDPWatcher {
         backoffTimer = TimerWatcher(loop: loop, after: configuration.noBufferBackoff) { [unowned self] _ in
             withExtendedLifetime(self) { self.drain() }
         }
+    }
+
+    /// Whether queued runs go out as GSO super-datagrams now (``Configuration/segmentation`` is
+    /// `.automatic`, the kernel supports it, and no GSO send has failed with EIO or EINVAL).
+    public var isSegmenting: Bool { segmented != nil }
+
+    /// Probes UDP_SEGMENT once: readable means the kernel segments. A size someone left set socket-wide
+    /// would split every send, so it is cleared: segmentation is asked for per send, by control message.
+    private static func kernelSegments(_ fd: Int32) -> Bool {
+        guard case let .done(size) = Syscall.getsockopt(fd, Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_SEGMENT)) else { return false }
+        return size == 0 || Syscall.setsockopt(fd, Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_SEGMENT), 0) == nil
     }
 
     /// Registers a datagram socket made elsewhere (C code, another library); its creator keeps owning

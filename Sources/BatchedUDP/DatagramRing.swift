@@ -89,6 +89,9 @@ final class DatagramRing {
     /// The `mmsghdr` of the head datagram; the next `contiguousFromHead` follow it in memory.
     var headMessages: UnsafeMutablePointer<cudp_mmsghdr> { messages + head }
 
+    /// The `iovec` of the head datagram; those of the next `contiguousFromHead` follow it in memory.
+    var headIovecs: UnsafeMutablePointer<iovec> { iovecs + head }
+
     /// Payload length of the datagram `offset` places after the head.
     func length(at offset: Int) -> Int { iovecs[index(offset)].iov_len }
 

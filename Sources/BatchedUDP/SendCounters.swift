@@ -30,6 +30,12 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
     public internal(set) var noBuffers = 0
     /// Times the watcher backed off on a timer after repeated ENOBUFS.
     public internal(set) var backoffs = 0
+    /// Super-datagrams (GSO, several datagrams in one message) the kernel accepted.
+    public internal(set) var gsoSends = 0
+    /// GSO sends the kernel refused, whose datagrams were then re-sent one by one in the same drain:
+    /// EIO or EINVAL turn segmentation off for the watcher; EMSGSIZE (segments over the path MTU) stops
+    /// coalescing datagrams of that size or larger.
+    public internal(set) var segmentationFallbacks = 0
     /// Entries read (and discarded) from the socket's error queue (IP_RECVERR) when a write wakeup found
     /// the socket full: epoll reports EPOLLERR while they wait, which would wake the write watcher at once.
     /// A ``BatchedUDPReader`` on the socket reports such entries with their destination instead.
@@ -39,6 +45,6 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         "enqueued \(enqueued) sent \(sent) failed \(failed) queued \(queued) rejected \(rejected) "
-            + "calls \(sendmmsgCalls) short \(shortCounts) eagain \(eagain) enobufs \(noBuffers) backoffs \(backoffs) delivery errors \(deliveryErrors)"
+            + "calls \(sendmmsgCalls) short \(shortCounts) eagain \(eagain) enobufs \(noBuffers) gso \(gsoSends) backoffs \(backoffs) delivery errors \(deliveryErrors)"
     }
 }

@@ -20,7 +20,8 @@ struct SplitMix64: RandomNumberGenerator {
 
 /// Randomized fault injection through the sendmmsg seam: 200,000 random operations (enqueues of every
 /// form, flushes, loop iterations, closes, reentrant enqueue and close from callbacks) against a kernel
-/// simulated by the seam (random short counts, EAGAIN, EINTR, ENOBUFS, per-datagram errnos, EBADF).
+/// simulated by the seam (random short counts, EAGAIN, EINTR, ENOBUFS, per-datagram errnos, EBADF, and
+/// for GSO super-datagrams EIO/EINVAL, which must turn segmentation off and lose nothing).
 /// After every step: `enqueued == sent + failed + queued`, sends in order, nothing sent twice or both
 /// sent and reported, counters consistent, EV_WRITE armed only while something is queued.
 ///
@@ -40,6 +41,13 @@ struct SplitMix64: RandomNumberGenerator {
         var step = 0
         var problem: String?
         var watchers = 0
+        /// When set, most datagrams of this watcher have this size, so runs form super-datagrams.
+        var runSize: Int?
+        /// GSO sends the simulated kernel refused with EIO/EINVAL, over the whole run.
+        var segmentationRefusals = 0
+        var superDatagrams = 0
+        /// The current watcher's GSO send failed with EIO or EINVAL: it must have stopped segmenting.
+        var segmentationRefused = false
         let receiver: Receiver
 
         init(seed: UInt64) throws {
@@ -64,6 +72,8 @@ struct SplitMix64: RandomNumberGenerator {
             configuration.maxDatagramSize = 300
             configuration.noBufferRetries = Int(rng.next() % 3)
             configuration.noBufferBackoff = 0.0002
+            configuration.segmentation = chance(70) ? .automatic : .off
+            runSize = chance(50) ? Int(8 + rng.next() % 200) : nil
             let socket = try UDPSocket(family: .ipv4)
             try socket.connect(to: receiver.address)
             let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
@@ -86,6 +96,7 @@ struct SplitMix64: RandomNumberGenerator {
             lastSent = -1
             reportedFailures = 0
             watchers += 1
+            segmentationRefused = false
         }
 
         /// A closed watcher must have settled every datagram it accepted.
@@ -97,22 +108,28 @@ struct SplitMix64: RandomNumberGenerator {
             if watcher.isWaitingForWritable || watcher.isDrainScheduled || watcher.isBackingOff { fail("a closed watcher still has a watcher active") }
         }
 
-        /// The simulated kernel.
+        /// The simulated kernel. A message carries one datagram per iovec (GSO super-datagrams carry several).
         func kernel(_ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int) -> IOResult {
             let roll = rng.next() % 100
             switch roll {
             case 0..<50:
                 let sent = chance(50) ? count : Int(1 + rng.next() % UInt64(count))
                 for i in 0..<sent {
-                    let base = messages[i].msg_hdr.msg_iov.pointee.iov_base!
-                    let sequence = Int(UInt64(littleEndian: base.loadUnaligned(as: UInt64.self)))
-                    guard sequence < fates.count, fates[sequence] == .queued else {
-                        fail("datagram #\(sequence) sent but it was \(sequence < fates.count ? "\(fates[sequence])" : "never enqueued")")
-                        continue
+                    let header = messages[i].msg_hdr
+                    if header.msg_iovlen > 1 && header.msg_controllen == 0 { fail("a super-datagram without its UDP_SEGMENT control message") }
+                    if header.msg_iovlen == 1 && header.msg_controllen != 0 { fail("a control message on a one-segment send") }
+                    for segment in 0..<header.msg_iovlen {
+                        let base = header.msg_iov[segment].iov_base!
+                        let sequence = Int(UInt64(littleEndian: base.loadUnaligned(as: UInt64.self)))
+                        guard sequence < fates.count, fates[sequence] == .queued else {
+                            fail("datagram #\(sequence) sent but it was \(sequence < fates.count ? "\(fates[sequence])" : "never enqueued")")
+                            continue
+                        }
+                        if sequence <= lastSent { fail("datagram #\(sequence) sent after #\(lastSent)") }
+                        fates[sequence] = .sent
+                        lastSent = sequence
                     }
-                    if sequence <= lastSent { fail("datagram #\(sequence) sent after #\(lastSent)") }
-                    fates[sequence] = .sent
-                    lastSent = sequence
+                    if header.msg_iovlen > 1 { superDatagrams += 1 }
                 }
                 return .done(sent)
             case 50..<62: return .failed(.EAGAIN)
@@ -120,7 +137,13 @@ struct SplitMix64: RandomNumberGenerator {
             case 68..<76: return .failed(.ENOBUFS)
             case 76..<99:
                 let errnos: [Errno] = [.EMSGSIZE, .EIO, .EINVAL, .ECONNREFUSED, .EHOSTUNREACH, .ENETUNREACH, .EPERM, .EACCES]
-                return .failed(errnos[Int(rng.next() % UInt64(errnos.count))])
+                let error = messages[0].msg_hdr.msg_iovlen > 1 && chance(30) ? (chance(50) ? .EIO : .EINVAL)
+                    : errnos[Int(rng.next() % UInt64(errnos.count))]
+                if messages[0].msg_hdr.msg_iovlen > 1 && (error == .EIO || error == .EINVAL) {
+                    segmentationRefusals += 1
+                    segmentationRefused = true
+                }
+                return .failed(error)
             default: return .failed(.EBADF)
             }
         }
@@ -130,7 +153,7 @@ struct SplitMix64: RandomNumberGenerator {
             guard let watcher else { return }
             let before = watcher.counters
             let sequence = before.enqueued
-            let size = Int(8 + rng.next() % 200)
+            let size = runSize.flatMap { chance(85) ? $0 : nil } ?? Int(8 + rng.next() % 200)
             var bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: sequence), count: size)
             withUnsafeBytes(of: UInt64(sequence).littleEndian) { for i in 0..<8 { bytes[i] = $0[i] } }
             let form = rng.next() % 3
@@ -174,6 +197,7 @@ struct SplitMix64: RandomNumberGenerator {
             if c.failed != c.failedByErrno.values.reduce(0, +) { fail("failedByErrno does not add up to failed") }
             if c.failed != failed || reportedFailures != failed { fail("counters.failed \(c.failed), reported \(reportedFailures), recorded \(failed)") }
             if watcher.isWaitingForWritable && c.queued == 0 { fail("EV_WRITE armed with nothing queued") }
+            if segmentationRefused && watcher.isSegmenting { fail("still segmenting after a GSO send failed with EIO or EINVAL") }
             if c.queued > 0 && watcher.state == .open && !(watcher.isWaitingForWritable || watcher.isDrainScheduled || watcher.isBackingOff) {
                 fail("\(c.queued) queued but no drain is scheduled")
             }
@@ -208,5 +232,7 @@ struct SplitMix64: RandomNumberGenerator {
         harness.retireWatcher()
         #expect(harness.problem == nil, "\(harness.problem ?? "") (replay with BATCHED_UDP_FAULT_SEED=\(seed))")
         #expect(harness.watchers > 100, "the run should exercise many watchers, closes and re-creations")
+        #expect(harness.segmentationRefusals > 10, "the run should refuse GSO sends: \(harness.segmentationRefusals)")
+        #expect(harness.superDatagrams > 1000, "the run should send super-datagrams: \(harness.superDatagrams)")
     }
 }

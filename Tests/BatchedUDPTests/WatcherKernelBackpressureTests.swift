@@ -23,7 +23,9 @@ import Testing
             try socket.setSendBufferSize(4096)
             try socket.connect(to: receiver.address)
             let loop = try EventLoop()
-            return (loop, try BatchedUDPWatcher(loop: loop, socket: socket), receiver)
+            var oneByOne = BatchedUDPWatcher.Configuration()
+            oneByOne.segmentation = .off  // the seam below counts one datagram per message
+            return (loop, try BatchedUDPWatcher(loop: loop, socket: socket, configuration: oneByOne), receiver)
         }
         let reader = BackgroundReader(receiver, expecting: total)
         var next = 0

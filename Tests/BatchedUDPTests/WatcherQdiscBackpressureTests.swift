@@ -14,9 +14,13 @@ import Testing
         var receivesErrors: Bool
         var sendBuffer: Int
         /// Every `deadEvery`-th datagram goes to a port nobody listens on, so ICMP errors come back.
-        var deadEvery: Int?
+        var deadEvery: Int? = nil
+        var segmentation = BatchedUDPWatcher.Configuration.Segmentation.off
+        /// The qdisc's queue, in bytes.
+        var queueLimit = "20kb"
         var testDescription: String {
             "IP_RECVERR \(receivesErrors ? "on" : "off"), SO_SNDBUF \(sendBuffer)" + (deadEvery.map { ", every \($0)th to a dead port" } ?? "")
+                + (segmentation == .automatic ? ", GSO, queue \(queueLimit)" : "")
         }
     }
 
@@ -29,13 +33,18 @@ import Testing
     ///   epoll reports EPOLLERR; the watcher must read them instead of spinning on EV_WRITE.
     /// - IP_RECVERR on, large send buffer: the qdisc overflows and the kernel returns ENOBUFS; the
     ///   watcher retries and backs off on its timer.
+    /// - GSO on, small send buffer, a queue that holds a whole super-datagram: EAGAIN again, with 64
+    ///   datagrams a send. (tbf splits a super-datagram larger than its burst and enqueues the segments one
+    ///   by one; those that overflow a queue smaller than the super-datagram are dropped without an error,
+    ///   even with IP_RECVERR. The other cases therefore send one datagram per message.)
     @Test(arguments: [
         Case(receivesErrors: false, sendBuffer: 4096),
         Case(receivesErrors: true, sendBuffer: 4096, deadEvery: 100),
         Case(receivesErrors: true, sendBuffer: 1 << 20),
+        Case(receivesErrors: true, sendBuffer: 4096, segmentation: .automatic, queueLimit: "256kb"),
     ])
     func everyDatagramIsReceivedOrReportedWithoutSpinning(_ setup: Case) throws {
-        let (senderSide, receiverSide) = try NetworkNamespace.linkedPair(rate: "16mbit", limit: "20kb")
+        let (senderSide, receiverSide) = try NetworkNamespace.linkedPair(rate: "16mbit", limit: setup.queueLimit)
         let receiver = try receiverSide.inside { try Receiver(try SocketAddress(parsing: "10.99.0.2:4000"), receiveBuffer: 64 << 20) }
         let deadPort = try SocketAddress(parsing: "10.99.0.2:9")
         let (loop, watcher) = try senderSide.inside {
@@ -44,7 +53,9 @@ import Testing
             try socket.setReceivesErrors(setup.receivesErrors)
             #expect(try socket.receivesErrors == setup.receivesErrors)
             let loop = try EventLoop()
-            return (loop, try BatchedUDPWatcher(loop: loop, socket: socket))
+            var configuration = BatchedUDPWatcher.Configuration()
+            configuration.segmentation = setup.segmentation
+            return (loop, try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration))
         }
         let total = Self.total
         let isDead = { (index: Int) in setup.deadEvery.map { index % $0 == $0 - 1 } ?? false }
@@ -94,6 +105,9 @@ import Testing
             #expect(failed.isEmpty, "ENOBUFS is retried, never reported: \(failed.values)")
         } else {
             #expect(counters.eagain > 0 && counters.shortCounts > 0, "the full send buffer pushed back: \(counters)")
+        }
+        if setup.segmentation == .automatic {
+            #expect(counters.gsoSends > 0 && watcher.isSegmenting, "super-datagrams went out: \(counters)")
         }
         if setup.deadEvery != nil {
             // ICMP port unreachable comes back (rate limited by the receiver's kernel); each sets a pending

@@ -5,12 +5,15 @@ import TestSupport
 
 /// Sequences loopback will not produce on demand, through the sendmmsg seam. Real sends still happen
 /// (the seam calls the kernel for `.kernel` and `.sendOnly`), so the receiver checks order and loss.
+/// Segmentation is off: these are about sendmmsg's contract, one datagram per message
+/// (WatcherSegmentationTests covers GSO).
 @Suite struct WatcherScriptedTests {
     func setUp(_ steps: [ScriptedSendmmsg.Step], configure: (inout BatchedUDPWatcher.Configuration) -> Void = { _ in })
         throws -> (EventLoop, BatchedUDPWatcher, Receiver, ScriptedSendmmsg, Reports)
     {
         let loop = try EventLoop()
         var configuration = BatchedUDPWatcher.Configuration()
+        configuration.segmentation = .off
         configure(&configuration)
         let (watcher, receiver) = try connectedPair(configuration, loop: loop)
         let script = ScriptedSendmmsg(steps)

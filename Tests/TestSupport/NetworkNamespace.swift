@@ -42,14 +42,15 @@ public final class NetworkNamespace {
 
     /// Two namespaces joined by a veth pair: `sender` has 10.99.0.1/24 on its end, with a `tbf` qdisc
     /// (`rate`, 10 kB burst, a queue of `limit` bytes) when `rate` is given; `receiver` has 10.99.0.2/24.
+    /// Both ends get `mtu` if given.
     /// Deleting the namespaces (deinit, also when a test fails) deletes the veth pair with them.
-    public static func linkedPair(rate: String?, limit: String = "64kb") throws -> (sender: NetworkNamespace, receiver: NetworkNamespace) {
+    public static func linkedPair(rate: String?, limit: String = "64kb", mtu: Int? = nil) throws -> (sender: NetworkNamespace, receiver: NetworkNamespace) {
         let sender = try NetworkNamespace(), receiver = try NetworkNamespace()
         try ip(["-n", sender.name, "link", "add", "veth-s", "type", "veth", "peer", "name", "veth-r", "netns", receiver.name])
         try ip(["-n", sender.name, "addr", "add", "10.99.0.1/24", "dev", "veth-s"])
         try ip(["-n", receiver.name, "addr", "add", "10.99.0.2/24", "dev", "veth-r"])
-        try ip(["-n", sender.name, "link", "set", "veth-s", "up"])
-        try ip(["-n", receiver.name, "link", "set", "veth-r", "up"])
+        try ip(["-n", sender.name, "link", "set", "veth-s", "up"] + (mtu.map { ["mtu", "\($0)"] } ?? []))
+        try ip(["-n", receiver.name, "link", "set", "veth-r", "up"] + (mtu.map { ["mtu", "\($0)"] } ?? []))
         if let rate {
             try run("/usr/sbin/tc", ["-n", sender.name, "qdisc", "add", "dev", "veth-s", "root", "tbf",
                                      "rate", rate, "burst", "10kb", "limit", limit])

@@ -1,0 +1,120 @@
+internal import CUDPShims
+internal import Glibc
+
+/// The `sendmmsg` vector of a drain with UDP GSO on: each message is either one ring slot, or a run of
+/// ring slots to the same destination with equal sizes (the last may be shorter) sent as one
+/// super-datagram that the kernel splits back into those datagrams (a `UDP_SEGMENT` control message).
+///
+/// A super-datagram's `msg_iov` points at the run's own `iovec`s in the ring, so nothing is copied:
+/// building a vector writes one `mmsghdr` per message and one control message per super-datagram.
+/// Memory (messages, control buffers, segment counts) is allocated once, for `capacity` messages.
+/// The unsafe part of segmentation lives here and only here.
+final class SegmentedBatch {
+    /// Most messages one vector holds (the watcher's batch size).
+    let capacity: Int
+    /// Largest payload of a super-datagram: 65,507 bytes when IPv4 may be reached, 65,527 on IPv6.
+    let maxPayload: Int
+    /// Largest segment coalesced: at first one that fits a 1,500-byte path (1,472 B IPv4, 1,452 B IPv6).
+    /// The kernel refuses a super-datagram whose segments exceed the route's MTU (EMSGSIZE; EINVAL on
+    /// older kernels) where it would fragment a lone datagram, so a refusal lowers this below that size.
+    var maxSegment: Int
+
+    let messages: UnsafeMutablePointer<cudp_mmsghdr>
+    /// Datagrams carried by each message of the current vector.
+    private let segments: UnsafeMutablePointer<Int32>
+    private let controls: UnsafeMutableRawPointer
+    private let controlSpace: Int
+    /// Messages in the current vector.
+    private(set) var count = 0
+
+    /// The kernel's limit on segments per send (UDP_MAX_SEGMENTS).
+    static let maxSegments = Int(CUDP_UDP_MAX_SEGMENTS)
+
+    init(capacity: Int, maxPayload: Int, maxSegment: Int) {
+        self.capacity = capacity
+        self.maxPayload = maxPayload
+        self.maxSegment = maxSegment
+        controlSpace = cudp_cmsg_space(MemoryLayout<UInt16>.size)
+        messages = .allocate(capacity: capacity)
+        messages.initialize(repeating: cudp_mmsghdr(), count: capacity)
+        segments = .allocate(capacity: capacity)
+        segments.initialize(repeating: 0, count: capacity)
+        controls = .allocate(byteCount: capacity * controlSpace, alignment: MemoryLayout<cmsghdr>.alignment)
+        controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * controlSpace)
+        // Every control buffer carries the same header; only the segment size changes per send.
+        for message in 0..<capacity {
+            let header = (controls + message * controlSpace).assumingMemoryBound(to: cmsghdr.self)
+            header.pointee.cmsg_level = Int32(CUDP_SOL_UDP)
+            header.pointee.cmsg_type = Int32(CUDP_UDP_SEGMENT)
+            header.pointee.cmsg_len = cudp_cmsg_len(MemoryLayout<UInt16>.size)
+        }
+    }
+
+    deinit {
+        messages.deallocate()
+        segments.deallocate()
+        controls.deallocate()
+    }
+
+    /// Builds the vector from the ring's contiguous run at its head: at most `capacity` messages.
+    func build(from ring: DatagramRing) {
+        let available = ring.contiguousFromHead
+        let source = ring.headMessages
+        let iovecs = ring.headIovecs
+        var next = 0
+        count = 0
+        while next < available && count < capacity {
+            let first = next
+            let size = iovecs[first].iov_len
+            var total = size
+            next += 1
+            if size > 0 && size <= maxSegment {
+                while next < available && next - first < SegmentedBatch.maxSegments {
+                    let length = iovecs[next].iov_len
+                    guard length <= size, total + length <= maxPayload,
+                          SegmentedBatch.sameDestination(source[first], source[next]) else { break }
+                    total += length
+                    next += 1
+                    if length < size { break }  // a shorter datagram ends the run
+                }
+            }
+            var message = source[first]
+            let run = next - first
+            if run > 1 {
+                message.msg_hdr.msg_iov = iovecs + first
+                message.msg_hdr.msg_iovlen = run
+                let control = controls + count * controlSpace
+                let header = control.assumingMemoryBound(to: cmsghdr.self)
+                UnsafeMutableRawPointer(cudp_cmsg_data(header)).storeBytes(of: UInt16(size), as: UInt16.self)
+                message.msg_hdr.msg_control = control
+                message.msg_hdr.msg_controllen = controlSpace
+            }
+            messages[count] = message
+            segments[count] = Int32(run)
+            count += 1
+        }
+    }
+
+    /// Payload size of the segments of message `index` (its first datagram's size).
+    func segmentSize(ofMessage index: Int) -> Int { messages[index].msg_hdr.msg_iov.pointee.iov_len }
+
+    /// Datagrams carried by message `index` of the current vector.
+    func datagrams(inMessage index: Int) -> Int { Int(segments[index]) }
+
+    /// Datagrams carried by the first `n` messages, and how many of those messages were super-datagrams.
+    func datagrams(inFirst n: Int) -> (datagrams: Int, superDatagrams: Int) {
+        var datagrams = 0, superDatagrams = 0
+        for index in 0..<n {
+            let run = Int(segments[index])
+            datagrams += run
+            if run > 1 { superDatagrams += 1 }
+        }
+        return (datagrams, superDatagrams)
+    }
+
+    private static func sameDestination(_ a: cudp_mmsghdr, _ b: cudp_mmsghdr) -> Bool {
+        guard a.msg_hdr.msg_namelen == b.msg_hdr.msg_namelen else { return false }
+        guard let left = a.msg_hdr.msg_name, let right = b.msg_hdr.msg_name else { return a.msg_hdr.msg_name == b.msg_hdr.msg_name }
+        return memcmp(left, right, Int(a.msg_hdr.msg_namelen)) == 0
+    }
+}

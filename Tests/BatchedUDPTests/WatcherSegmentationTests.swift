@@ -1,0 +1,215 @@
+@testable import BatchedUDP
+import CUDPShims
+import Glibc
+import Libev
+import Testing
+import TestSupport
+
+/// Automatic UDP GSO: runs of equal-size datagrams leave as super-datagrams the kernel splits again, so
+/// receivers see exactly the datagrams that were queued.
+@Suite(.serialized) struct WatcherSegmentationTests {
+    /// What one sendmmsg call offered, message by message: datagram sizes and the UDP_SEGMENT value.
+    struct Offered: Equatable, CustomStringConvertible {
+        var sizes: [Int]
+        var segmentSize: Int?
+        var description: String { "\(sizes.count)×\(sizes.first ?? 0)" + (segmentSize.map { "/gso \($0)" } ?? "") }
+    }
+
+    /// Records each call's messages, then lets the kernel (or `answer`) take them.
+    final class Recorder {
+        var calls: [[Offered]] = []
+        var answer: ((Int) -> IOResult?)?
+
+        func install(on watcher: BatchedUDPWatcher) {
+            watcher.sendSeam = { fd, messages, count in
+                var offered: [Offered] = []
+                for index in 0..<count {
+                    var header = messages[index].msg_hdr
+                    let sizes = (0..<header.msg_iovlen).map { header.msg_iov[$0].iov_len }
+                    var segment: Int?
+                    var control = cudp_cmsg_firsthdr(&header)
+                    while let current = control {
+                        if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_SEGMENT) {
+                            segment = Int(UnsafeRawPointer(cudp_cmsg_data(current)).loadUnaligned(as: UInt16.self))
+                        }
+                        control = cudp_cmsg_nxthdr(&header, current)
+                    }
+                    offered.append(Offered(sizes: sizes, segmentSize: segment))
+                }
+                self.calls.append(offered)
+                return self.answer?(self.calls.count) ?? Syscall.sendmmsgOnce(fd, messages, count)
+            }
+        }
+    }
+
+    func watcher(_ configure: (inout BatchedUDPWatcher.Configuration) -> Void = { _ in }) throws
+        -> (EventLoop, BatchedUDPWatcher, Receiver, Recorder)
+    {
+        let loop = try EventLoop()
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.capacity = 4096
+        configuration.maxCallsPerDrain = 1_000
+        configure(&configuration)
+        let (watcher, receiver) = try connectedPair(configuration, loop: loop)
+        #expect(watcher.isSegmenting == (configuration.segmentation == .automatic), "this kernel supports UDP_SEGMENT (Linux 4.18+)")
+        let recorder = Recorder()
+        recorder.install(on: watcher)
+        return (loop, watcher, receiver, recorder)
+    }
+
+    /// 3,000 datagrams in runs of mixed sizes arrive as themselves, in order, byte for byte.
+    @Test func receiversSeeTheDatagramsThatWereQueued() throws {
+        let (_, watcher, receiver, _) = try watcher()
+        var expected: [[UInt8]] = []
+        for i in 0..<3_000 {
+            let size = [1200, 1200, 1200, 64, 500][(i / 40) % 5] - (i % 40 == 39 ? 7 : 0)
+            let bytes = payload(i, size: size)
+            expected.append(bytes)
+            try watcher.enqueue(bytes)
+        }
+        runUntilDrained(watcher)
+        #expect(receiver.receive(3_000) == expected)
+        #expect(receiver.pending().isEmpty)
+        let counters = watcher.counters
+        #expect(counters.sent == 3_000 && counters.failed == 0)
+        #expect(counters.gsoSends > 0 && counters.sendmmsgCalls < 10, "\(counters)")
+        expectAccounted(watcher)
+    }
+
+    /// The coalescer's bounds: 64 segments; 65,507 bytes in all; equal sizes with a shorter last one; no
+    /// control message on a lone datagram; nothing over 1,472 bytes or of zero length coalesced.
+    @Test func runsKeepTheKernelsLimits() throws {
+        let (loop, watcher, receiver, recorder) = try watcher()
+        func offered(_ sizes: [Int]) throws -> [Offered] {
+            recorder.calls.removeAll()
+            for (i, size) in sizes.enumerated() { try watcher.enqueue(payload(i, size: size)) }
+            watcher.flush()
+            _ = receiver.receive(sizes.count)
+            return recorder.calls.flatMap { $0 }
+        }
+        func run(_ count: Int, _ size: Int, last: Int? = nil) -> Offered {
+            Offered(sizes: Array(repeating: size, count: count) + (last.map { [$0] } ?? []), segmentSize: count + (last == nil ? 0 : 1) > 1 ? size : nil)
+        }
+        #expect(try offered(Array(repeating: 100, count: 200)) == [run(64, 100), run(64, 100), run(64, 100), run(8, 100)])
+        // 44 × 1,472 = 64,768 bytes fits; a 45th would pass 65,507.
+        #expect(try offered(Array(repeating: 1472, count: 50)) == [run(44, 1472), run(6, 1472)])
+        #expect(try offered([300, 300, 200, 300, 300]) == [run(2, 300, last: 200), run(2, 300)])
+        #expect(try offered([300, 400, 400]) == [run(1, 300), run(2, 400)])
+        #expect(try offered([1473, 1473, 0, 0, 9]) == [run(1, 1473), run(1, 1473), run(1, 0), run(1, 0), run(1, 9)])
+        #expect(try getsockopt(watcher, Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_SEGMENT)) == 0, "no socket-wide segment size")
+        _ = loop
+    }
+
+    /// Destinations split runs: one batch to three peers keeps each datagram's own address.
+    @Test func runsNeverCrossDestinations() throws {
+        let loop = try EventLoop()
+        let peers = try (0..<3).map { _ in try Receiver() }
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: UDPSocket(family: .ipv4))
+        let recorder = Recorder()
+        recorder.install(on: watcher)
+        for i in 0..<30 { try watcher.enqueue(payload(i, size: 100), to: peers[(i / 5) % 3].address) }
+        runUntilDrained(watcher)
+        #expect(recorder.calls.flatMap { $0 }.map(\.sizes.count) == Array(repeating: 5, count: 6))
+        for (index, peer) in peers.enumerated() {
+            let expected = (0..<30).filter { ($0 / 5) % 3 == index }
+            #expect(peer.receive(10).map(sequence(of:)) == expected)
+        }
+    }
+
+    /// EIO or EINVAL on a super-datagram (a device without checksum offload; this kernel falls back to a
+    /// software checksum, so the seam plays that device): segmentation goes off and the same datagrams
+    /// go out one by one in the same drain, none reported.
+    @Test(arguments: [Errno.EIO, .EINVAL])
+    func refusedSegmentationFallsBackToOneByOne(error: Errno) throws {
+        let (_, watcher, receiver, recorder) = try watcher()
+        recorder.answer = { call in call == 1 ? .failed(error) : nil }
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+        for i in 0..<20 { try watcher.enqueue(payload(i, size: 200)) }
+        watcher.flush()
+        #expect(failures.isEmpty)
+        #expect(!watcher.isSegmenting)
+        #expect(recorder.calls.map { $0.map(\.sizes.count) } == [[20], Array(repeating: 1, count: 20)])
+        #expect(receiver.receive(20).map(sequence(of:)) == Array(0..<20))
+        let counters = watcher.counters
+        #expect(counters.segmentationFallbacks == 1 && counters.sent == 20 && counters.gsoSends == 0)
+        expectAccounted(watcher)
+    }
+
+    /// A per-datagram error on a super-datagram is reported once for each datagram it carried.
+    @Test func failedSuperDatagramReportsEachDatagram() throws {
+        let (_, watcher, receiver, recorder) = try watcher()
+        recorder.answer = { call in call == 1 ? .failed(.EHOSTUNREACH) : nil }
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+        for i in 0..<5 { try watcher.enqueue(payload(i, size: 100)) }
+        for i in 5..<8 { try watcher.enqueue(payload(i, size: 300)) }
+        watcher.flush()
+        #expect(failures.map(\.sequence) == [0, 1, 2, 3, 4])
+        #expect(failures.allSatisfy { $0.errno == .EHOSTUNREACH && $0.length == 100 })
+        #expect(receiver.receive(3).map(sequence(of:)) == [5, 6, 7])
+        #expect(watcher.isSegmenting, "a per-datagram error does not turn segmentation off")
+        #expect(watcher.counters.failedByErrno == [.EHOSTUNREACH: 5])
+        expectAccounted(watcher)
+    }
+
+    /// The real kernel: a 1,280-byte MTU between two namespaces and 1,400-byte datagrams. The kernel
+    /// refuses their super-datagram (EMSGSIZE) but fragments them one by one, so they all arrive; smaller
+    /// runs afterwards still go out segmented.
+    @Test func segmentsOverThePathMTUAreSentOneByOne() throws {
+        let (senderSide, receiverSide) = try NetworkNamespace.linkedPair(rate: nil, mtu: 1280)
+        let receiver = try receiverSide.inside { try Receiver(try SocketAddress(parsing: "10.99.0.2:4000")) }
+        let (loop, watcher) = try senderSide.inside {
+            let socket = try UDPSocket(family: .ipv4)
+            try socket.connect(to: receiver.address)
+            let loop = try EventLoop()
+            return (loop, try BatchedUDPWatcher(loop: loop, socket: socket))
+        }
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+        var expected: [[UInt8]] = []
+        for i in 0..<40 {
+            let bytes = payload(i, size: i < 20 ? 1400 : 1000)
+            expected.append(bytes)
+            try watcher.enqueue(bytes)
+        }
+        loop.run()
+        #expect(failures.isEmpty, "\(failures)")
+        #expect(receiver.receive(40) == expected)
+        let counters = watcher.counters
+        #expect(counters.segmentationFallbacks == 1, "\(counters)")
+        #expect(counters.gsoSends == 1 && watcher.isSegmenting, "the 1,000-byte run still went out as one super-datagram: \(counters)")
+        expectAccounted(watcher)
+    }
+
+    @Test func offSendsOneDatagramPerMessage() throws {
+        let (_, watcher, receiver, recorder) = try watcher { $0.segmentation = .off }
+        for i in 0..<100 { try watcher.enqueue(payload(i, size: 100)) }
+        watcher.flush()
+        #expect(receiver.receive(100).count == 100)
+        #expect(recorder.calls.flatMap { $0 } == Array(repeating: Offered(sizes: [100], segmentSize: nil), count: 100))
+        #expect(watcher.counters.gsoSends == 0)
+    }
+
+    /// A segment size someone left set socket-wide would split every send: registration clears it.
+    @Test func socketWideSegmentSizeIsCleared() throws {
+        let loop = try EventLoop()
+        let receiver = try Receiver()
+        let socket = try UDPSocket(family: .ipv4)
+        try socket.connect(to: receiver.address)
+        try socket.setOption(Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_SEGMENT), 100, "UDP_SEGMENT")
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: socket)
+        #expect(try socket.option(Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_SEGMENT), "UDP_SEGMENT") == 0)
+        try watcher.enqueue(payload(0, size: 1000))
+        watcher.flush()
+        #expect(receiver.receive(2).map(\.count) == [1000], "one datagram, not ten segments")
+    }
+
+    func getsockopt(_ watcher: BatchedUDPWatcher, _ level: Int32, _ name: Int32) throws -> Int {
+        try watcher.socket.option(level, name, "option")
+    }
+
+    func payload(_ sequence: Int, size: Int) -> [UInt8] {
+        size >= 8 ? sequencePayload(sequence, size: size) : [UInt8](repeating: UInt8(truncatingIfNeeded: sequence), count: size)
+    }
+}
