@@ -35,6 +35,13 @@ struct Send: ParsableCommand {
     @Option(help: "Ring capacity in datagrams.")
     var ring = 4096
 
+    @Option(help: "UDP GSO: automatic (runs of equal-size datagrams leave as super-datagrams where the kernel supports it) or off.")
+    var segmentation = Segmentation.automatic
+
+    enum Segmentation: String, ExpressibleByArgument, CaseIterable {
+        case automatic, off
+    }
+
     @Option(help: "SO_SNDBUF in bytes (the kernel doubles it and enforces a minimum).")
     var sndbuf: Int?
 
@@ -115,6 +122,7 @@ final class Blaster {
             configuration.capacity = options.ring
             configuration.maxDatagramSize = options.size
             configuration.batchSize = options.batch
+            configuration.segmentation = options.segmentation == .off ? .off : .automatic
             watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
             if options.expectReplies {
                 var readerConfiguration = BatchedUDPReader.Configuration()
@@ -208,7 +216,8 @@ final class Blaster {
         let seconds = Double((sendingEnded == 0 ? Blaster.nanoseconds() : sendingEnded) - start) / 1e9
         var fields: [(String, Report.Value)] = [
             ("to", .text(destination.description)), ("count", .int(c.enqueued)), ("size", .int(options.size)),
-            ("batch", .int(options.batch)), ("sent", .int(c.sent)), ("failed", .int(c.failed)),
+            ("batch", .int(options.batch)), ("segmentation", .text(watcher.isSegmenting ? "on" : "off")),
+            ("sent", .int(c.sent)), ("failed", .int(c.failed)), ("gso_sends", .int(c.gsoSends)),
             ("syscalls", .int(c.sendmmsgCalls)), ("short_counts", .int(c.shortCounts)),
             ("eagain", .int(c.eagain)), ("enobufs", .int(c.noBuffers)), ("rejected", .int(c.rejected)),
             ("peak_queued", .int(c.peakQueued)), ("seconds", .seconds(seconds)),
