@@ -1,5 +1,5 @@
 /// The datagrams one `recvmmsg` call delivered, in arrival order, as ``BatchedUDPReader`` hands them to
-/// its handler.
+/// its handler (datagrams the kernel merged with GRO are split back into separate elements).
 ///
 /// A view into the reader's preallocated slots: valid only during the handler call (copy what you keep).
 /// Truncated datagrams are not in it; they go to ``BatchedUDPReader/onProblem``.
@@ -13,8 +13,8 @@ public struct ReceivedBatch: RandomAccessCollection {
     /// The datagram at `position` (0..<count). Cost: no copy; the sender is decoded from its sockaddr.
     public subscript(position: Int) -> ReceivedDatagram {
         precondition(position >= 0 && position < count, "ReceivedBatch index \(position) out of 0..<\(count)")
-        let slot = Int(slots.delivered[position])
-        return ReceivedDatagram(payload: slots.payload(slot), sender: slots.sender(slot))
+        let piece = slots.piece(position)
+        return ReceivedDatagram(payload: slots.payload(of: piece), sender: slots.sender(Int(piece.slot)))
     }
 }
 
@@ -61,6 +61,8 @@ public struct ReceiveCounters: Sendable, Equatable, CustomStringConvertible {
     public internal(set) var truncated = 0
     /// `recvmmsg` calls that failed with something other than EAGAIN.
     public internal(set) var errors = 0
+    /// Receives that carried several datagrams merged by the kernel (GRO), split back for the handler.
+    public internal(set) var mergedReceives = 0
     /// Entries read from the socket's error queue (``ReceiveProblem/deliveryError(_:destination:)``).
     public internal(set) var deliveryErrors = 0
 

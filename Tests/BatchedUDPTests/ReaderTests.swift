@@ -191,6 +191,52 @@ import TestSupport
         #expect(reader.isReading)
     }
 
+    /// GRO: a GSO sender's super-datagrams (128 × 1,472 B in runs of 44, the most under 65,507 bytes, then
+    /// two runs of 64 × 700 B ending in a 100-byte one) arrive unsplit on loopback; the reader reads the
+    /// segment size and hands over the same datagrams, byte for byte, none truncated.
+    @Test func groMergedReceivesAreSplitBackIntoTheSameDatagrams() throws {
+        let loop = try EventLoop()
+        let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try socket.setReceiveBufferSize(16 << 20, force: true)
+        let (reader, inbox) = try reader(on: socket, loop: loop) { $0.gro = true }
+        reader.start()
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.capacity = 1024
+        let sender = try BatchedUDPWatcher(loop: loop, socket: UDPSocket(family: .ipv4), configuration: configuration)
+        var expected: [[UInt8]] = []
+        for i in 0..<(64 * 4) {
+            let size = i < 128 ? 1472 : (i % 64 == 63 ? 100 : 700)
+            expected.append(sequencePayload(i, size: size))
+            try sender.enqueue(expected.last!, to: socket.localAddress)
+        }
+        run(loop) { inbox.datagrams.count >= expected.count }
+        #expect(inbox.problems.isEmpty, "\(inbox.problems)")
+        #expect(inbox.datagrams.map(\.bytes) == expected)
+        let senderPort = try sender.socket.localAddress.port
+        #expect(inbox.datagrams.allSatisfy { $0.sender == .loopbackIPv4(port: senderPort) })
+        #expect(sender.counters.gsoSends == 5)
+        #expect(reader.counters.mergedReceives == 5 && reader.counters.truncated == 0, "\(reader.counters)")
+        #expect(reader.counters.datagrams == expected.count)
+    }
+
+    /// With GRO the slot is 64 KiB, but the reader's datagram limit still holds, datagram by datagram.
+    @Test func groStillReportsDatagramsOverTheLimit() throws {
+        let loop = try EventLoop()
+        let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let (reader, inbox) = try reader(on: socket, loop: loop) {
+            $0.gro = true
+            $0.maxDatagramSize = 1000
+        }
+        reader.start()
+        let sender = try BatchedUDPWatcher(loop: loop, socket: UDPSocket(family: .ipv4))
+        for i in 0..<3 { try sender.enqueue(sequencePayload(i, size: 1200), to: socket.localAddress) }
+        try sender.enqueue(sequencePayload(3, size: 500), to: socket.localAddress)
+        run(loop) { inbox.problems.count + inbox.datagrams.count >= 4 }
+        #expect(inbox.datagrams.map { sequence(of: $0.bytes) } == [3])
+        #expect(inbox.problems.count == 3)
+        #expect(inbox.problems.allSatisfy { if case .truncated(_, 1200, 1000) = $0 { true } else { false } })
+    }
+
     /// Reader and watcher on one socket (separate read and write watchers): an echo.
     @Test func readerAndWatcherShareASocket() throws {
         let loop = try EventLoop()
