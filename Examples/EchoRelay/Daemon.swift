@@ -1,8 +1,10 @@
 import ArgumentParser
 import BatchedUDP
 import Glibc
+import Dispatch
 import Libev
 import Logging
+import Synchronization
 
 /// What a mode (echo, relay) gives the daemon.
 protocol Service: AnyObject {
@@ -12,6 +14,8 @@ protocol Service: AnyObject {
     var senders: [BatchedUDPWatcher] { get }
     /// Stops reading and any timers of its own: after this, only queued datagrams keep the loop running.
     func stopReading()
+    /// The addresses its listening sockets are bound to (port 0 resolved).
+    var listeningAddresses: [SocketAddress] { get }
 }
 
 extension BatchedUDPWatcher {
@@ -40,46 +44,19 @@ struct Endpoint {
     var address: String { (try? socket.localAddress)?.description ?? "?" }
 }
 
-/// The process around a service: its loop, SIGINT/SIGTERM, SIGPIPE, stats lines, graceful drain.
+/// The process: its options and logger, SIGINT/SIGTERM, SIGPIPE, and `--threads` workers, each with
+/// its own loop, thread and service. The daemon's own loop, on the main thread, only takes signals and
+/// waits for the workers to finish draining.
 final class Daemon {
-    let loop: EventLoop
     let logger: Logger
     let options: DaemonOptions
-    private var signalWatchers: [SignalWatcher] = []
-    private var statsTimer: TimerWatcher?
-    private var stopping = false
 
-    init(options: DaemonOptions) throws {
+    init(options: DaemonOptions) {
         self.options = options
         var logger = Logger(label: "echo-relay")
         logger.logLevel = Daemon.level(options.logLevel) ?? .info
         self.logger = logger
         signal(SIGPIPE, SIG_IGN)
-        do { loop = try EventLoop() } catch { throw Daemon.failure("cannot create the event loop: \(error)", logger) }
-    }
-
-    /// Opens, sizes and binds a listening socket and puts a reader and a watcher on it; `handler` gets
-    /// each received batch with that endpoint's watcher. A failure names the address and exits 1.
-    func endpoint(on address: SocketAddress, ring: Int,
-                  handler: @escaping (BatchedUDPWatcher, ReceivedBatch) -> Void) throws -> Endpoint {
-        let socket: UDPSocket
-        do {
-            socket = try UDPSocket(family: address.family)
-            do { try socket.setReceiveBufferSize(options.rcvbuf, force: true) } catch { try socket.setReceiveBufferSize(options.rcvbuf) }
-            if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
-            try socket.bind(to: address)
-        } catch {
-            throw Daemon.failure("cannot listen on \(address): \(error)", logger)
-        }
-        let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: options.watcherConfiguration(capacity: ring))
-        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: options.readerConfiguration()) { _, batch in
-            handler(watcher, batch)
-        }
-        let logger = self.logger
-        reader.onProblem = { _, problem in logger.debug("\(problem)") }
-        watcher.onError = { _, failure in logger.debug("\(failure)") }
-        reader.start()
-        return Endpoint(socket: socket, reader: reader, watcher: watcher)
     }
 
     static func level(_ text: String) -> Logger.Level? { Logger.Level(rawValue: text.lowercased()) }
@@ -90,47 +67,84 @@ final class Daemon {
         return ExitCode(1)
     }
 
-    /// Runs the loop until the service is drained after a signal, then logs the final totals.
-    func run(_ service: Service) throws {
-        for number in [SIGINT, SIGTERM] {
-            let watcher = try SignalWatcher(loop: loop, signal: number) { [unowned self] watcher in
-                self.stop(service, signal: watcher.signal)
-            }
-            watcher.keepsLoopAlive = false
-            watcher.start()
-            signalWatchers.append(watcher)
+    /// Starts the workers one after another, each building its service with `makeService` on its own
+    /// thread (the first binds the addresses given; later ones bind the addresses the first one got, so
+    /// port 0 means one port for all). Returns after a signal, once every worker has drained, having
+    /// logged the summed final totals.
+    func run(listen: [SocketAddress], _ makeService: @escaping @Sendable (Worker, [SocketAddress]) throws -> Service) throws {
+        let control: EventLoop
+        do { control = try EventLoop() } catch { throw Daemon.failure("cannot create the event loop: \(error)", logger) }
+        let finished = Mutex<[Stats]>([])
+        let threads = options.threads
+        let allFinished = AsyncWatcher(loop: control) { watcher in
+            if finished.withLock({ $0.count }) == threads { watcher.loop.breakLoop() }
         }
-        if options.statsInterval > 0 {
-            var previous = service.stats
-            var previousTime = loop.now
-            let timer = TimerWatcher(loop: loop, after: options.statsInterval, repeat: options.statsInterval) { [unowned self] timer in
-                let now = service.stats
-                self.logger.info("stats: \(now.line(since: previous, seconds: timer.loop.now - previousTime))")
-                previous = now
-                previousTime = timer.loop.now
+        allFinished.start()
+        // Worker threads inherit this mask, so SIGINT/SIGTERM reach only the daemon's thread (see
+        // SignalWatcher: where libev reads them through a signalfd, a thread that left them unblocked
+        // would take them with the default action). The daemon's SignalWatchers unblock them here.
+        var blocked = sigset_t()
+        sigemptyset(&blocked)
+        sigaddset(&blocked, SIGINT)
+        sigaddset(&blocked, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &blocked, nil)
+        var workers: [Worker.Control] = []
+        var threadHandles: [pthread_t] = []
+        var addresses = listen
+        for index in 0..<threads {
+            let started = Mutex<Result<(Worker.Control, [SocketAddress]), ExitCode>?>(nil)
+            let ready = DispatchSemaphore(value: 0)
+            let (options, logger, bind, done) = (self.options, self.logger, addresses, allFinished.sender)
+            threadHandles.append(Daemon.spawn {
+                let worker: Worker, service: Service
+                do {
+                    worker = try Worker(index: index, options: options, logger: logger)
+                    service = try makeService(worker, bind)
+                } catch {
+                    started.withLock { $0 = .failure(error as? ExitCode ?? ExitCode(1)) }
+                    ready.signal()
+                    return
+                }
+                started.withLock { $0 = .success((worker.control, service.listeningAddresses)) }
+                ready.signal()
+                let totals = worker.run(service)
+                finished.withLock { $0.append(totals) }
+                done.send()
+            })
+            ready.wait()
+            switch started.withLock({ $0 })! {
+            case let .failure(exit): throw exit
+            case let .success((worker, bound)):
+                workers.append(worker)
+                if index == 0 { addresses = bound }
             }
-            timer.keepsLoopAlive = false
-            timer.start()
-            statsTimer = timer
         }
-        loop.run()
-        logger.notice("final totals: \(service.stats.totals)")
+        var stopLevel = 0
+        let signalWatchers = try [SIGINT, SIGTERM].map { number in
+            try SignalWatcher(loop: control, signal: number) { watcher in
+                stopLevel = min(stopLevel + 1, 2)
+                let name = watcher.signal == SIGINT ? "SIGINT" : "SIGTERM"
+                workers.forEach { $0.stop(level: stopLevel, signal: name) }
+            }
+        }
+        signalWatchers.forEach { $0.start() }
+        control.run()
+        signalWatchers.forEach { $0.stop() }
+        for handle in threadHandles { pthread_join(handle, nil) }
+        let totals = finished.withLock { $0 }.reduce(into: Stats()) { $0.add($1) }
+        logger.notice("final totals: \(totals.totals)")
     }
 
-    private func stop(_ service: Service, signal number: Int32) {
-        let name = number == SIGINT ? "SIGINT" : "SIGTERM"
-        guard !stopping else {
-            logger.warning("\(name) again: dropping what is still queued")
-            service.senders.forEach { $0.close() }
-            return
-        }
-        stopping = true
-        let queued = service.stats.queued
-        logger.notice("\(name): stopped reading; sending \(queued) queued datagrams for up to \(options.drainTimeout) s")
-        statsTimer?.stop()
-        service.stopReading()
-        for sender in service.senders {
-            sender.close(flushingWithin: options.drainTimeout)
-        }
+    /// Starts a thread running `body` (pthread_create; Foundation's Thread cannot be joined).
+    private static func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+        final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
+        var handle = pthread_t()
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        let rc = pthread_create(&handle, nil, { context in
+            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+            return nil
+        }, context)
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        return handle
     }
 }

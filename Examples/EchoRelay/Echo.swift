@@ -23,10 +23,10 @@ struct Echo: ParsableCommand {
     }
 
     func run() throws {
-        let process = try Daemon(options: daemon)
-        let service = try EchoService(listen: listen.map { try parseAddress($0, option: "--listen") },
-                                      ring: ring, daemon: process)
-        try process.run(service)
+        let ring = ring
+        try Daemon(options: daemon).run(listen: listen.map { try parseAddress($0, option: "--listen") }) { worker, addresses in
+            try EchoService(listen: addresses, ring: ring, worker: worker)
+        }
     }
 }
 
@@ -35,15 +35,15 @@ final class EchoService: Service {
     private var endpoints: [Endpoint] = []
     private var queueFull = 0
 
-    init(listen: [SocketAddress], ring: Int, daemon: Daemon) throws {
+    init(listen: [SocketAddress], ring: Int, worker: Worker) throws {
         for address in listen {
-            let endpoint = try daemon.endpoint(on: address, ring: ring) { [unowned self] watcher, batch in
+            let endpoint = try worker.endpoint(on: address, ring: ring) { [unowned self] watcher, batch in
                 for datagram in batch where !watcher.enqueueOrFlush(datagram.payload, to: datagram.sender) {
                     self.queueFull += 1
                 }
             }
             endpoints.append(endpoint)
-            daemon.logger.notice("echo: listening on \(endpoint.address)")
+            worker.logger.notice("echo: listening on \(endpoint.address)")
         }
     }
 
@@ -60,4 +60,6 @@ final class EchoService: Service {
     var senders: [BatchedUDPWatcher] { endpoints.map(\.watcher) }
 
     func stopReading() { endpoints.forEach { $0.reader.stop() } }
+
+    var listeningAddresses: [SocketAddress] { endpoints.compactMap { try? $0.socket.localAddress } }
 }

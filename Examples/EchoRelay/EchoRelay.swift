@@ -39,6 +39,12 @@ struct DaemonOptions: ParsableArguments {
     @Option(help: "SO_SNDBUF of listening sockets, in bytes; the kernel default when omitted.")
     var sndbuf: Int?
 
+    @Option(help: "Event loops, each on its own thread with its own SO_REUSEPORT listening sockets (the kernel spreads clients by address); no state is shared.")
+    var threads = 1
+
+    @Flag(help: "Read listening sockets with UDP GRO: the kernel merges runs of datagrams from one sender (64 KiB per read slot).")
+    var gro = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -49,14 +55,18 @@ struct DaemonOptions: ParsableArguments {
         guard (1...1024).contains(readBatch) else { throw ValidationError("--read-batch must be 1...1024, got \(readBatch)") }
         guard (1...1024).contains(sendBatch) else { throw ValidationError("--send-batch must be 1...1024, got \(sendBatch)") }
         if let sndbuf, sndbuf < 1 { throw ValidationError("--sndbuf must be positive, got \(sndbuf)") }
+        guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1...64, got \(threads)") }
         guard rcvbuf >= 1 else { throw ValidationError("--rcvbuf must be positive, got \(rcvbuf)") }
         guard Daemon.level(logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'") }
     }
 
+    /// A listening socket's reader (GRO if asked), or with `batch` a relay session's (never GRO: it
+    /// would cost each session 64 KiB per slot).
     func readerConfiguration(batch: Int? = nil) -> BatchedUDPReader.Configuration {
         var configuration = BatchedUDPReader.Configuration()
         configuration.batchSize = min(batch ?? readBatch, readBatch)
         configuration.maxDatagramSize = maxDatagram
+        configuration.gro = gro && batch == nil
         return configuration
     }
 

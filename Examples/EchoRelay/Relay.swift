@@ -12,7 +12,8 @@ struct Relay: ParsableCommand {
             replies only from the upstream. Replies go back to the client from the listening socket it
             used. Past --max-sessions, datagrams from new clients are dropped and counted (refused);
             memory is bounded by the sessions allowed. Each session holds about
-            (--session-ring + --session-read-batch) x --max-datagram bytes of buffers.
+            (--session-ring + --session-read-batch) x --max-datagram bytes of buffers. With --threads N,
+            each thread keeps its own sessions, up to its share of --max-sessions (rounded up).
             """)
 
     @Option(help: "Address to listen on for clients, HOST:PORT (repeatable).")
@@ -49,12 +50,11 @@ struct Relay: ParsableCommand {
     }
 
     func run() throws {
-        let process = try Daemon(options: daemon)
-        let service = try RelayService(
-            listen: listen.map { try parseAddress($0, option: "--listen") },
-            upstream: try parseAddress(upstream, option: "--upstream"),
-            settings: self, daemon: process)
-        try process.run(service)
+        let upstream = try parseAddress(upstream, option: "--upstream")
+        let settings = self
+        try Daemon(options: daemon).run(listen: listen.map { try parseAddress($0, option: "--listen") }) { worker, addresses in
+            try RelayService(listen: addresses, upstream: upstream, settings: settings, worker: worker)
+        }
     }
 }
 
@@ -77,8 +77,10 @@ final class RelayService: Service {
         }
     }
 
-    private let daemon: Daemon
+    private let worker: Worker
     private let upstream: SocketAddress
+    /// This worker's share of --max-sessions.
+    private let maxSessions: Int
     private let settings: Relay
     private var listeners: [Endpoint] = []
     private var sessions: [SocketAddress: Session] = [:]
@@ -90,26 +92,28 @@ final class RelayService: Service {
     private var foreign = 0
     private var lastRefusalLog = -Double.infinity
 
-    init(listen: [SocketAddress], upstream: SocketAddress, settings: Relay, daemon: Daemon) throws {
-        self.daemon = daemon
+    init(listen: [SocketAddress], upstream: SocketAddress, settings: Relay, worker: Worker) throws {
+        self.worker = worker
         self.upstream = upstream
         self.settings = settings
-        sessions.reserveCapacity(settings.maxSessions)
+        let threads = worker.options.threads
+        maxSessions = (settings.maxSessions + threads - 1) / threads
+        sessions.reserveCapacity(maxSessions)
         for (index, address) in listen.enumerated() {
-            let endpoint = try daemon.endpoint(on: address, ring: settings.ring) { [unowned self] _, batch in
+            let endpoint = try worker.endpoint(on: address, ring: settings.ring) { [unowned self] _, batch in
                 self.fromClients(batch, listener: index)
             }
             listeners.append(endpoint)
-            daemon.logger.notice("relay: listening on \(endpoint.address), upstream \(upstream)")
+            worker.logger.notice("relay: listening on \(endpoint.address), upstream \(upstream)")
         }
         let interval = min(settings.sessionTimeout / 4, 1.0)
-        sweep = TimerWatcher(loop: daemon.loop, after: interval, repeat: interval) { [unowned self] _ in self.closeIdleSessions() }
+        sweep = TimerWatcher(loop: worker.loop, after: interval, repeat: interval) { [unowned self] _ in self.closeIdleSessions() }
         sweep.keepsLoopAlive = false
         sweep.start()
     }
 
     private func fromClients(_ batch: ReceivedBatch, listener: Int) {
-        let now = daemon.loop.now
+        let now = worker.loop.now
         for datagram in batch {
             guard let client = datagram.sender, let session = sessions[client] ?? openSession(for: client, listener: listener, now: now) else {
                 continue
@@ -120,11 +124,11 @@ final class RelayService: Service {
     }
 
     private func openSession(for client: SocketAddress, listener: Int, now: Double) -> Session? {
-        guard sessions.count < settings.maxSessions else {
+        guard sessions.count < maxSessions else {
             refused += 1
             if now - lastRefusalLog > 10 {
                 lastRefusalLog = now
-                daemon.logger.warning("relay: \(settings.maxSessions) sessions open; refusing new clients such as \(client)")
+                worker.logger.warning("relay: \(maxSessions) sessions open; refusing new clients such as \(client)")
             }
             return nil
         }
@@ -132,13 +136,13 @@ final class RelayService: Service {
             let socket = try UDPSocket(family: upstream.family)
             try socket.connect(to: upstream)
             let session = Session(client: client, listener: listener, socket: socket, now: now)
-            session.watcher = try BatchedUDPWatcher(loop: daemon.loop, socket: socket,
-                                                    configuration: daemon.options.watcherConfiguration(capacity: settings.sessionRing))
-            session.reader = try BatchedUDPReader(loop: daemon.loop, socket: socket,
-                                                  configuration: daemon.options.readerConfiguration(batch: settings.sessionReadBatch)) {
+            session.watcher = try BatchedUDPWatcher(loop: worker.loop, socket: socket,
+                                                    configuration: worker.options.watcherConfiguration(capacity: settings.sessionRing))
+            session.reader = try BatchedUDPReader(loop: worker.loop, socket: socket,
+                                                  configuration: worker.options.readerConfiguration(batch: settings.sessionReadBatch)) {
                 [unowned self, unowned session] _, batch in self.fromUpstream(batch, session: session)
             }
-            let logger = daemon.logger
+            let logger = worker.logger
             session.reader.onProblem = { _, problem in logger.debug("session \(client): \(problem)") }
             session.watcher.onError = { _, failure in logger.debug("to upstream for \(client): \(failure)") }
             session.reader.start()
@@ -147,13 +151,13 @@ final class RelayService: Service {
             return session
         } catch {
             refused += 1
-            daemon.logger.warning("relay: cannot open a session for \(client): \(error)")
+            worker.logger.warning("relay: cannot open a session for \(client): \(error)")
             return nil
         }
     }
 
     private func fromUpstream(_ batch: ReceivedBatch, session: Session) {
-        session.lastActive = daemon.loop.now
+        session.lastActive = worker.loop.now
         let toClient = listeners[session.listener].watcher
         for datagram in batch {
             // The session socket is connected, so the kernel delivers only the upstream's datagrams;
@@ -167,11 +171,11 @@ final class RelayService: Service {
     }
 
     private func closeIdleSessions() {
-        let deadline = daemon.loop.now - settings.sessionTimeout
+        let deadline = worker.loop.now - settings.sessionTimeout
         for (client, session) in sessions where session.lastActive < deadline {
             close(session)
             sessions[client] = nil
-            daemon.logger.debug("relay: session for \(client) closed after \(settings.sessionTimeout) s idle")
+            worker.logger.debug("relay: session for \(client) closed after \(settings.sessionTimeout) s idle")
         }
     }
 
@@ -201,6 +205,8 @@ final class RelayService: Service {
     }
 
     var senders: [BatchedUDPWatcher] { listeners.map(\.watcher) + sessions.values.map(\.watcher) }
+
+    var listeningAddresses: [SocketAddress] { listeners.compactMap { try? $0.socket.localAddress } }
 
     func stopReading() {
         sweep.stop()

@@ -38,6 +38,22 @@ struct Stats {
         queued += watcher.queued
     }
 
+    /// Adds another worker's totals.
+    mutating func add(_ other: Stats) {
+        received += other.received
+        receivedBytes += other.receivedBytes
+        sent += other.sent
+        sentBytes += other.sentBytes
+        queueFull += other.queueFull
+        sendFailed += other.sendFailed
+        truncated += other.truncated
+        receiveErrors += other.receiveErrors
+        refused += other.refused
+        foreign += other.foreign
+        queued += other.queued
+        sessions += other.sessions
+    }
+
     /// `in 1200/s 53.1 KB/s (total 1234 datagrams, 56789 bytes) | out ... | drops ... | queued 0 | sessions 1`
     func line(since previous: Stats, seconds: Double) -> String {
         let rate = { (now: Int, before: Int) in Int((Double(now - before) / max(seconds, 1e-9)).rounded()) }

@@ -12,6 +12,11 @@ internal import Synchronization
 /// Creating the watcher unblocks its signal in the calling thread (`pthread_sigmask`). A blocked signal
 /// never arrives: libev installs its handler but leaves the mask alone, and a process started by a
 /// runtime whose threads block signals (or by a supervisor) inherits them blocked.
+///
+/// Threads: libev may read signals through a signalfd, which only sees a signal while no thread has it
+/// unblocked; a thread that leaves it unblocked takes it with the default action (for SIGTERM, the end of
+/// the process). In a program with several threads, block the signal in every other thread, for example
+/// by blocking it before starting them (`pthread_sigmask`), as `echo-relay --threads` does.
 public final class SignalWatcher: Watcher {
     /// Called on the loop thread with the watcher whose signal arrived.
     public typealias Callback = (SignalWatcher) -> Void

@@ -93,4 +93,32 @@ func payload(_ sequence: Int) -> [UInt8] {
         #expect(echoed.sorted() == Array(0..<total), "\(echoed.count) echoed; relay log: \(relay.log.suffix(600))")
         #expect(relay.log.contains("final totals: received \(total) datagrams (\(total * 64) bytes), sent \(total) "))
     }
+
+    /// --threads 2: two loops on two threads, each with its own SO_REUSEPORT socket on one port; the
+    /// kernel spreads 40 clients over both, every client gets its replies, and the totals add up.
+    @Test func threadsShareOnePortAndEachServesItsClients() throws {
+        let relay = try RunningRelay(["echo", "--listen", "127.0.0.1:0", "--threads", "2", "--stats-interval", "0.2"], listeners: 2)
+        #expect(relay.addresses.count == 2 && relay.addresses[0] == relay.addresses[1], "\(relay.addresses)")
+        let clients = try (0..<40).map { _ in
+            let client = try Receiver()
+            try client.socket.connect(to: relay.addresses[0])
+            return client
+        }
+        for (id, client) in clients.enumerated() {
+            for round in 0..<10 {
+                let bytes: [UInt8] = [UInt8(id), UInt8(round)]
+                #expect(bytes.withUnsafeBytes { Glibc.send(client.socket.fileDescriptor, $0.baseAddress, $0.count, 0) } == 2)
+            }
+        }
+        for (id, client) in clients.enumerated() {
+            #expect(client.receive(10, timeout: 3) == (0..<10).map { [UInt8(id), UInt8($0)] }, "client \(id)")
+        }
+        try relay.waitForLog(timeout: 5) { log in
+            (0..<2).allSatisfy { worker in
+                log.split(separator: "\n").last { $0.contains("worker=\(worker) ") && $0.contains("stats:") }?.contains("(total 0 datagrams") == false
+            }
+        }
+        #expect(relay.stop() == 0)
+        #expect(relay.log.contains("final totals: received 400 datagrams (800 bytes), sent 400 "), "\(relay.log.suffix(600))")
+    }
 }

@@ -1,0 +1,114 @@
+import BatchedUDP
+import Libev
+import Logging
+import Synchronization
+
+/// One event loop on one thread, with its own service: its sockets, readers, watchers and relay sessions.
+/// Nothing in it is shared with other workers, so the hot path takes no lock. The daemon's thread talks
+/// to it only through `control` (stop requests) and reads its totals once its loop has ended.
+final class Worker {
+    let index: Int
+    let loop: EventLoop
+    let logger: Logger
+    let options: DaemonOptions
+    private(set) var control: Control!
+    private var service: Service?
+    private var stopWatcher: AsyncWatcher!
+    private var statsTimer: TimerWatcher?
+    private var stopping = false
+
+    /// The daemon's side of a worker: a stop request (1: drain, 2: drop what is queued) and its wake-up.
+    final class Control: Sendable {
+        let stopLevel = Atomic<Int>(0)
+        let signalName = Mutex("SIGTERM")
+        let wake: AsyncWatcher.Sender
+
+        init(wake: AsyncWatcher.Sender) { self.wake = wake }
+
+        /// Asks the worker to stop at `level` because of `signal` (from any thread).
+        func stop(level: Int, signal: String) {
+            signalName.withLock { $0 = signal }
+            stopLevel.store(level, ordering: .releasing)
+            wake.send()
+        }
+    }
+
+    init(index: Int, options: DaemonOptions, logger baseLogger: Logger) throws {
+        self.index = index
+        self.options = options
+        var logger = baseLogger
+        if options.threads > 1 { logger[metadataKey: "worker"] = "\(index)" }
+        self.logger = logger
+        do { loop = try EventLoop() } catch { throw Daemon.failure("cannot create an event loop: \(error)", logger) }
+        stopWatcher = AsyncWatcher(loop: loop) { [unowned self] _ in self.stopRequested() }
+        stopWatcher.keepsLoopAlive = false
+        stopWatcher.start()
+        control = Control(wake: stopWatcher.sender)
+    }
+
+    /// Opens, sizes and binds a listening socket (SO_REUSEPORT when several workers share its address)
+    /// and puts a reader and a watcher on it; `handler` gets each received batch with that endpoint's
+    /// watcher. A failure names the address and exits 1.
+    func endpoint(on address: SocketAddress, ring: Int,
+                  handler: @escaping (BatchedUDPWatcher, ReceivedBatch) -> Void) throws -> Endpoint {
+        let socket: UDPSocket
+        do {
+            socket = try UDPSocket(family: address.family)
+            do { try socket.setReceiveBufferSize(options.rcvbuf, force: true) } catch { try socket.setReceiveBufferSize(options.rcvbuf) }
+            if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
+            if options.threads > 1 { try socket.setReusePort(true) }
+            try socket.bind(to: address)
+        } catch {
+            throw Daemon.failure("cannot listen on \(address): \(error)", logger)
+        }
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: options.watcherConfiguration(capacity: ring))
+        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: options.readerConfiguration()) { _, batch in
+            handler(watcher, batch)
+        }
+        let logger = self.logger
+        reader.onProblem = { _, problem in logger.debug("\(problem)") }
+        watcher.onError = { _, failure in logger.debug("\(failure)") }
+        reader.start()
+        return Endpoint(socket: socket, reader: reader, watcher: watcher)
+    }
+
+    /// Runs the loop until the service has stopped reading and drained; returns its final totals.
+    func run(_ service: Service) -> Stats {
+        self.service = service
+        if options.statsInterval > 0 {
+            var previous = service.stats
+            var previousTime = loop.now
+            let timer = TimerWatcher(loop: loop, after: options.statsInterval, repeat: options.statsInterval) { [unowned self] timer in
+                let now = service.stats
+                self.logger.info("stats: \(now.line(since: previous, seconds: timer.loop.now - previousTime))")
+                previous = now
+                previousTime = timer.loop.now
+            }
+            timer.keepsLoopAlive = false
+            timer.start()
+            statsTimer = timer
+        }
+        stopRequested()  // a signal that came while the service was being set up
+        loop.run()
+        stopWatcher.stop()
+        return service.stats
+    }
+
+    private func stopRequested() {
+        guard let service else { return }
+        let name = control.signalName.withLock { $0 }
+        switch control.stopLevel.load(ordering: .acquiring) {
+        case 1 where !stopping:
+            stopping = true
+            logger.notice("\(name): stopped reading; sending \(service.stats.queued) queued datagrams for up to \(options.drainTimeout) s")
+            statsTimer?.stop()
+            service.stopReading()
+            for sender in service.senders { sender.close(flushingWithin: options.drainTimeout) }
+        case 2:
+            logger.warning("\(name) again: dropping what is still queued")
+            service.senders.forEach { $0.close() }
+        default:
+            break
+        }
+    }
+}
