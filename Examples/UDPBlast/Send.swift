@@ -51,6 +51,9 @@ struct Send: ParsableCommand {
     @Option(help: "With --expect-replies: seconds to wait for the last replies after the last send.")
     var timeout = 1.0
 
+    @Flag(help: "With --expect-replies: read replies with UDP GRO (the kernel merges runs of same-size replies).")
+    var gro = false
+
     @Flag(help: "Print one JSON object instead of the human summary.")
     var json = false
 
@@ -127,7 +130,8 @@ final class Blaster {
             if options.expectReplies {
                 var readerConfiguration = BatchedUDPReader.Configuration()
                 readerConfiguration.maxDatagramSize = options.size
-                readerConfiguration.batchSize = 256
+                readerConfiguration.batchSize = options.gro ? 64 : 256
+                readerConfiguration.gro = options.gro
                 reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: readerConfiguration) { [unowned self] _, batch in
                     self.received(batch)
                 }
