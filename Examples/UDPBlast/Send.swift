@@ -48,6 +48,9 @@ struct Send: ParsableCommand {
     @Flag(help: "Read the replies (an echo server's) and report received, lost, reordered and round-trip times.")
     var expectReplies = false
 
+    @Option(help: "With --expect-replies: at most this many datagrams awaiting their reply (a closed loop that measures round trips per second without overrunning the echo server).")
+    var window: Int?
+
     @Option(help: "With --expect-replies: seconds to wait for the last replies after the last send.")
     var timeout = 1.0
 
@@ -67,6 +70,10 @@ struct Send: ParsableCommand {
         guard (1...1024).contains(batch) else { throw ValidationError("--batch must be 1...1024, got \(batch)") }
         guard ring >= 1 else { throw ValidationError("--ring must be at least 1, got \(ring)") }
         if let sndbuf, sndbuf < 1 { throw ValidationError("--sndbuf must be positive, got \(sndbuf)") }
+        if let window {
+            guard window >= 1 else { throw ValidationError("--window must be at least 1, got \(window)") }
+            guard expectReplies else { throw ValidationError("--window needs --expect-replies") }
+        }
         guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 or more seconds") }
     }
 
@@ -103,6 +110,7 @@ final class Blaster {
     private var next = 0
     private var start: UInt64 = 0
     private var sendingEnded: UInt64 = 0
+    private var lastReplyAt: UInt64 = 0
     private var pacer: TimerWatcher?
     private var replyDeadline: TimerWatcher?
     // Replies.
@@ -164,7 +172,8 @@ final class Blaster {
         let now = Blaster.nanoseconds()
         let timeUp = options.duration.map { Double(now - start) / 1e9 >= $0 } ?? false
         let size = options.size, stamp = options.expectReplies
-        while next < limit && next < paced && !timeUp && watcher.isWritable {
+        let window = options.window.map { unique + $0 } ?? Int.max
+        while next < limit && next < paced && next < window && !timeUp && watcher.isWritable {
             let sequence = next
             do {
                 try watcher.enqueue { slot in
@@ -209,9 +218,12 @@ final class Blaster {
             latency.record(nanoseconds: now - sentAt)
             if sequence < highest { reordered += 1 } else { highest = sequence }
         }
+        lastReplyAt = now
         if sendingEnded != 0 && unique == watcher.counters.sent {
             replyDeadline?.stop()
             reader?.stop()
+        } else if options.window != nil && sendingEnded == 0 {
+            refill()
         }
     }
 
@@ -233,6 +245,7 @@ final class Blaster {
             fields += [
                 ("received", .int(unique)), ("lost", .int(c.sent - unique)), ("reordered", .int(reordered)),
                 ("duplicates", .int(duplicates)), ("foreign", .int(foreign)),
+                ("round_trips_per_s", .int(Int(Double(unique) / max(Double(lastReplyAt &- start) / 1e9, 1e-9)))),
                 ("rtt_p50_us", .rate(micro(latency.percentile(0.5)))), ("rtt_p99_us", .rate(micro(latency.percentile(0.99)))),
                 ("rtt_max_us", .rate(micro(latency.max))),
             ]

@@ -70,8 +70,12 @@ extension BatchedUDPWatcher {
         tally.enqueued += 1
         tally.peakQueued = max(tally.peakQueued, ring.count)
         tally.peakQueuedBytes = max(tally.peakQueuedBytes, ring.bytes)
-        scheduleDrain()
-        updateSelfRetain()
+        if ring.count == 1 {
+            // The ring was empty, so nothing owns a drain yet. Otherwise one does already (the prepare,
+            // write or back-off watcher), and asking three watchers per datagram costs measurably.
+            scheduleDrain()
+            updateSelfRetain()
+        }
         if updateWritability() { deliverReports() }
         return sequence
     }

@@ -41,9 +41,9 @@ public final class BatchedUDPWatcher {
     public var onWritabilityChanged: ((BatchedUDPWatcher, Bool) -> Void)?
 
     /// Whether the queue is below its high water mark (with hysteresis down to the low water mark).
-    public internal(set) var isWritable = true
+    @exclusivity(unchecked) public internal(set) var isWritable = true
     /// Open, closing or closed.
-    public internal(set) var state: State = .open
+    @exclusivity(unchecked) public internal(set) var state: State = .open
 
     /// What the watcher has done so far, with the queue's current occupancy.
     public var counters: SendCounters {
@@ -61,17 +61,19 @@ public final class BatchedUDPWatcher {
     let highWaterMark: Configuration.WaterMark
     let lowWaterMark: Configuration.WaterMark
 
-    var tally = SendCounters()
+    // The state touched for every datagram skips Swift's dynamic exclusivity checks, which cost about 3%
+    // of a 64-byte GSO send: it is confined to the loop thread, and no access to it spans a callback.
+    @exclusivity(unchecked) var tally = SendCounters()
     var writeWatcher: IOWatcher!
     var drainAtIterationEnd: PrepareWatcher!
     var backoffTimer: TimerWatcher!
     var closeTimer: TimerWatcher?
     var closeCompletion: ((BatchedUDPWatcher) -> Void)?
     var failures: [SendFailure] = []
-    var writabilityChangePending = false
+    @exclusivity(unchecked) var writabilityChangePending = false
     var closeCompletionPending: ((BatchedUDPWatcher) -> Void)?
-    var isDraining = false
-    var isDelivering = false
+    @exclusivity(unchecked) var isDraining = false
+    @exclusivity(unchecked) var isDelivering = false
     var selfRetain: Unmanaged<BatchedUDPWatcher>?
     /// The GSO vector while segmentation is on; nil when it is off, unsupported or turned off after EIO/EINVAL.
     var segmented: SegmentedBatch?

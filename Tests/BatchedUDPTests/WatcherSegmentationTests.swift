@@ -34,7 +34,10 @@ import TestSupport
                         }
                         control = cudp_cmsg_nxthdr(&header, current)
                     }
-                    offered.append(Offered(sizes: sizes, segmentSize: segment))
+                    // One iovec may cover a whole run whose payloads lie end to end: split it by the segment size.
+                    let joined = header.msg_iovlen == 1 && segment != nil
+                    let split = joined ? stride(from: 0, to: sizes[0], by: segment!).map { min(segment!, sizes[0] - $0) } : sizes
+                    offered.append(Offered(sizes: split, segmentSize: segment))
                 }
                 self.calls.append(offered)
                 return self.answer?(self.calls.count) ?? Syscall.sendmmsgOnce(fd, messages, count)
@@ -98,6 +101,26 @@ import TestSupport
         #expect(try offered([1473, 1473, 0, 0, 9]) == [run(1, 1473), run(1, 1473), run(1, 0), run(1, 0), run(1, 9)])
         #expect(try getsockopt(watcher, Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_SEGMENT)) == 0, "no socket-wide segment size")
         _ = loop
+    }
+
+    /// Slots exactly the datagram size: a run's payloads lie end to end and go out through one iovec,
+    /// and still arrive as the datagrams that were queued.
+    @Test func contiguousRunsGoOutThroughOneIovec() throws {
+        var iovecCounts: [Int] = []
+        let (_, watcher, receiver, _) = try watcher { $0.maxDatagramSize = 500 }
+        let recorder = watcher.sendSeam!
+        watcher.sendSeam = { fd, messages, count in
+            for index in 0..<count { iovecCounts.append(messages[index].msg_hdr.msg_iovlen) }
+            return recorder(fd, messages, count)
+        }
+        var expected: [[UInt8]] = []
+        for i in 0..<300 {
+            expected.append(payload(i, size: i % 100 == 99 ? 123 : 500))
+            try watcher.enqueue(expected.last!)
+        }
+        watcher.flush()
+        #expect(receiver.receive(300) == expected)
+        #expect(iovecCounts.allSatisfy { $0 == 1 } && watcher.counters.gsoSends > 0, "\(iovecCounts)")
     }
 
     /// Destinations split runs: one batch to three peers keeps each datagram's own address.
