@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN = .build/release
 
-.PHONY: deps build test test-sanitizers demo soak clean
+.PHONY: deps build test test-sanitizers demo soak bench clean
 
 # libev-dev for the libraries; iproute2 (ip, tc) for the tests that build private network namespaces.
 deps:
@@ -43,5 +43,20 @@ soak: deps
 	$(SWIFT) build -c release --product echo-relay
 	@./Scripts/soak.sh $(RELEASE_BIN)
 
+# Everything in release: the package's examples, the C references, the SwiftNIO peer and the ordo-one
+# suite (Benchmarks/, a package of its own); then one table of figures and ratios (Scripts/bench.py).
+# BENCH_ROUNDS (default 5) sets the rounds per workload.
+bench: deps
+	@command -v python3 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; }
+	$(SWIFT) build -c release --product udp-blast
+	$(SWIFT) build -c release --product echo-relay
+	mkdir -p .build/c-refs
+	cc -O2 -Wall -o .build/c-refs/send_ref Benchmarks/CReferences/send_ref.c -lev
+	cc -O2 -Wall -o .build/c-refs/echo_ref Benchmarks/CReferences/echo_ref.c -lev
+	$(SWIFT) build -c release --package-path Benchmarks --product nio-peer
+	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target UDPBenchmarks --format markdown --no-progress \
+		| tee ../.build/ordo-one.md
+	python3 Scripts/bench.py .build/ordo-one.md
+
 clean:
-	rm -rf .build .build-asan .build-tsan
+	rm -rf .build .build-asan .build-tsan Benchmarks/.build

@@ -1,0 +1,130 @@
+// In-process benchmarks (ordo-one/benchmark): what one loop iteration of the library costs, with the
+// malloc counter on. `make bench` runs them and reads "Malloc (total)" per datagram from their output.
+//
+// Every benchmark sends to (or reads from) loopback sockets it owns; setup (sockets, watchers, warm-up)
+// happens before startMeasurement, so the figures are steady state.
+import Benchmark
+import BatchedUDP
+import Libev
+
+/// A loopback socket that receives and never reads (its queue is dropped by the kernel when full).
+func blackHole() throws -> (UDPSocket, SocketAddress) {
+    let sink = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+    return (sink, try sink.localAddress)
+}
+
+/// Queues `count` datagrams of `size` bytes and runs the loop until they are all sent.
+func send(_ watcher: BatchedUDPWatcher, count: Int, size: Int) {
+    var next = 0
+    while next < count {
+        while next < count {
+            let sequence = next
+            guard (try? watcher.enqueue { slot in
+                slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
+                return size
+            }) != nil else { break }
+            next += 1
+        }
+        watcher.loop.run(.once)
+    }
+    while watcher.counters.queued > 0 { watcher.loop.run(.once) }
+}
+
+let datagramsPerIteration = 10_000
+
+let benchmarks: @Sendable () -> Void = {
+    let metrics: [BenchmarkMetric] = [.wallClock, .throughput, .mallocCountTotal, .syscalls]
+    for (size, segmentation) in [(64, false), (64, true), (1200, false), (1200, true)] {
+        let name = "send \(size) B, GSO \(segmentation ? "on" : "off"), \(datagramsPerIteration) datagrams"
+        Benchmark(name, configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+            let loop = try EventLoop()
+            let (sink, address) = try blackHole()
+            let socket = try UDPSocket(family: .ipv4)
+            try socket.connect(to: address)
+            var configuration = BatchedUDPWatcher.Configuration()
+            configuration.capacity = 4096
+            configuration.maxDatagramSize = size
+            configuration.segmentation = segmentation ? .automatic : .off
+            let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
+            send(watcher, count: datagramsPerIteration, size: size)  // warm-up
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                send(watcher, count: datagramsPerIteration, size: size)
+            }
+            benchmark.stopMeasurement()
+            Benchmark.blackHole(watcher.counters.sent)
+            withExtendedLifetime(sink) {}
+        }
+    }
+
+    Benchmark("receive 64 B, \(datagramsPerIteration) datagrams", configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+        let loop = try EventLoop()
+        let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try socket.setReceiveBufferSize(64 << 20, force: true)
+        var received = 0
+        let reader = try BatchedUDPReader(loop: loop, socket: socket) { _, batch in received += batch.count }
+        let sender = try UDPSocket(family: .ipv4)
+        try sender.connect(to: socket.localAddress)
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.capacity = datagramsPerIteration
+        configuration.maxDatagramSize = 64
+        configuration.segmentation = .off
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: sender, configuration: configuration)
+        func round() {
+            // Fill the receive queue first (the reader is stopped), then read it all.
+            reader.stop()
+            send(watcher, count: datagramsPerIteration, size: 64)
+            let target = received + datagramsPerIteration
+            reader.start()
+            while received < target { loop.run(.once) }
+        }
+        round()  // warm-up
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { round() }
+        benchmark.stopMeasurement()
+        Benchmark.blackHole(received)
+    }
+
+    Benchmark("echo round trips 64 B, window 256, \(datagramsPerIteration) datagrams", configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+        let loop = try EventLoop()
+        let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try server.setReceiveBufferSize(8 << 20, force: true)
+        var serverConfiguration = BatchedUDPWatcher.Configuration()
+        serverConfiguration.maxDatagramSize = 64
+        let replies = try BatchedUDPWatcher(loop: loop, socket: server, configuration: serverConfiguration)
+        let echo = try BatchedUDPReader(loop: loop, socket: server) { _, batch in
+            for datagram in batch { _ = try? replies.enqueue(datagram.payload, to: datagram.sender) }
+        }
+        echo.start()
+        let client = try UDPSocket(family: .ipv4)
+        try client.setReceiveBufferSize(8 << 20, force: true)
+        try client.connect(to: server.localAddress)
+        let requests = try BatchedUDPWatcher(loop: loop, socket: client, configuration: serverConfiguration)
+        var answered = 0, sent = 0, target = 0
+        func refill() {
+            while sent < target && sent - answered < 256 {
+                let sequence = sent
+                guard (try? requests.enqueue { slot in
+                    slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
+                    return 64
+                }) != nil else { return }
+                sent += 1
+            }
+        }
+        let answers = try BatchedUDPReader(loop: loop, socket: client) { _, batch in
+            answered += batch.count
+            refill()
+        }
+        answers.start()
+        func round() {
+            target += datagramsPerIteration
+            refill()
+            while answered < target { loop.run(.once) }
+        }
+        round()  // warm-up
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { round() }
+        benchmark.stopMeasurement()
+        Benchmark.blackHole(answered)
+    }
+}

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""make bench: the package against C libev references and SwiftNIO, measured in the same run.
+
+Every workload runs BENCH_ROUNDS rounds (default 5); within a round the contenders run one after another,
+so drift on the machine hits them alike; each figure is the median over the rounds. Send figures are
+whole-process wall time (start to exit) for COUNT datagrams to a loopback socket that never reads (this
+script holds it); echo figures are round trips per second from the same client, udp-blast with 4,096
+datagrams awaiting replies. Same payload sizes, batch sizes and sink for every contender.
+
+Usage: Scripts/bench.py MALLOC_REPORT   (the ordo-one suite's markdown output, for mallocs per datagram)
+"""
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+BLAST = ".build/release/udp-blast"
+RELAY = ".build/release/echo-relay"
+NIO = "Benchmarks/.build/release/nio-peer"
+SEND_REF = ".build/c-refs/send_ref"
+ECHO_REF = ".build/c-refs/echo_ref"
+
+
+def run(command):
+    started = time.perf_counter()
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"bench: {' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
+    return elapsed, result.stdout
+
+
+def sink():
+    """A loopback socket that never reads: the kernel drops what overflows its queue."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
+
+
+def send_contenders(port, count, size):
+    to = f"127.0.0.1:{port}"
+    blast = [BLAST, "--to", to, "--count", str(count), "--size", str(size), "--json"]
+    return {
+        "C send()": [SEND_REF, "send", "127.0.0.1", str(port), str(count), str(size)],
+        "C sendmmsg": [SEND_REF, "sendmmsg", "127.0.0.1", str(port), str(count), str(size)],
+        "C GSO": [SEND_REF, "gso", "127.0.0.1", str(port), str(count), str(size)],
+        "udp-blast, GSO off": blast + ["--segmentation", "off"],
+        "udp-blast (automatic GSO)": blast,
+        "SwiftNIO": [NIO, "send", "127.0.0.1", str(port), str(count), str(size)],
+        "SwiftNIO, GSO": [NIO, "send", "127.0.0.1", str(port), str(count), str(size), "gso"],
+    }
+
+
+def measure_sends(count, size):
+    _, port = held = sink()
+    contenders = send_contenders(port, count, size)
+    times = {name: [] for name in contenders}
+    for _ in range(ROUNDS):
+        for name, command in contenders.items():
+            times[name].append(run(command)[0])
+    held_socket = held[0]
+    held_socket.close()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+class Server:
+    """A server process; its address from its 'listening on' line on stderr."""
+
+    def __init__(self, command):
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 10
+        self.address = None
+        while self.address is None and time.time() < deadline:
+            line = self.process.stderr.readline()
+            match = re.search(r"listening on ([0-9.]+:[0-9]+)", line)
+            if match:
+                self.address = match.group(1)
+        if self.address is None:
+            self.process.kill()
+            sys.exit(f"bench: {' '.join(command)} did not start")
+
+    def rss_kib(self, field):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def round_trips(server_command, count, client_options):
+    server = Server(server_command)
+    idle = server.rss_kib("VmRSS")
+    _, output = run([BLAST, "--to", server.address, "--count", str(count), "--size", "64", "--expect-replies",
+                     "--window", "4096", "--json"] + client_options)
+    peak = server.rss_kib("VmHWM")
+    server.stop()
+    report = json.loads(output)
+    if report["lost"] != 0:
+        sys.exit(f"bench: {report['lost']} replies lost from {' '.join(server_command)}")
+    return report["round_trips_per_s"], idle, peak
+
+
+def measure_echo(count):
+    plain = ["--segmentation", "off"]
+    contenders = {
+        "C recvmmsg/sendmmsg echo": ([ECHO_REF, "127.0.0.1", "0"], plain),
+        "echo-relay echo": ([RELAY, "echo", "--listen", "127.0.0.1:0"], plain),
+        "SwiftNIO echo": ([NIO, "echo", "127.0.0.1", "0"], plain),
+        "echo-relay echo --gro, client GSO+GRO": ([RELAY, "echo", "--listen", "127.0.0.1:0", "--gro"], ["--gro"]),
+    }
+    rates = {name: [] for name in contenders}
+    memory = []
+    for _ in range(ROUNDS):
+        for name, (server, client) in contenders.items():
+            rate, idle, peak = round_trips(server, count, client)
+            rates[name].append(rate)
+            if name == "echo-relay echo":
+                memory.append((idle, peak))
+    # Memory must not grow with the number of datagrams: the same server under 4 times the load.
+    _, idle_long, peak_long = round_trips(contenders["echo-relay echo"][0], 4 * count, plain)
+    return {name: statistics.median(values) for name, values in rates.items()}, memory, (idle_long, peak_long)
+
+
+def mallocs(report_path):
+    """Malloc (total) p50 per benchmark iteration, from the ordo-one suite's markdown output."""
+    figures = {}
+    name = None
+    with open(report_path) as report:
+        for line in report:
+            if line.startswith("### "):
+                name = line[4:].strip()
+            elif name and line.startswith("| Malloc (total)"):
+                cells = [cell.strip() for cell in line.split("|")]
+                figures[name] = int(cells[4].replace(",", ""))  # p50
+    return figures
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    rows = []  # (workload, contender, figure text, ratio text, target text, met)
+
+    def ratio_row(workload, name, figure, ratio, target, met):
+        rows.append((workload, name, figure, ratio, target, met))
+
+    for size, count in [(64, 1_000_000), (1200, 300_000)]:
+        t = measure_sends(count, size)
+        workload = f"send {count:,} × {size} B"
+        blast_off, blast_gso = t["udp-blast, GSO off"], t["udp-blast (automatic GSO)"]
+        for name in ["C send()", "C sendmmsg", "udp-blast, GSO off", "SwiftNIO", "C GSO", "udp-blast (automatic GSO)", "SwiftNIO, GSO"]:
+            ratio_row(workload, name, f"{t[name]:.3f} s", "", "", None)
+        targeted = size == 64
+        r = blast_off / t["C sendmmsg"]
+        ratio_row(workload, "udp-blast GSO off ÷ C sendmmsg (time)", "", f"{r:.2f}×", "≤ 1.05×" if targeted else "", r <= 1.05 if targeted else None)
+        r = t["SwiftNIO"] / blast_off
+        ratio_row(workload, "SwiftNIO ÷ udp-blast GSO off (time)", "", f"{r:.2f}×", "≥ 1.6×" if targeted else "", r >= 1.6 if targeted else None)
+        r = t["C sendmmsg"] / blast_gso
+        ratio_row(workload, "C sendmmsg ÷ udp-blast GSO (time)", "", f"{r:.2f}×", "≥ 4×" if targeted else "", r >= 4 if targeted else None)
+        r = blast_gso / t["C GSO"]
+        ratio_row(workload, "udp-blast GSO ÷ C GSO (time)", "", f"{r:.2f}×", "≤ 1.10×" if targeted else "", r <= 1.10 if targeted else None)
+        r = blast_gso / t["SwiftNIO, GSO"]
+        ratio_row(workload, "udp-blast GSO ÷ SwiftNIO GSO (time)", "", f"{r:.2f}×", "≤ 1.00×" if targeted else "", r <= 1.0 if targeted else None)
+
+    echo_count = 500_000
+    rates, memory, (idle_long, peak_long) = measure_echo(echo_count)
+    workload = f"echo {echo_count:,} × 64 B round trips"
+    for name, rate in rates.items():
+        ratio_row(workload, name, f"{rate:,.0f}/s", "", "", None)
+    reference = rates["C recvmmsg/sendmmsg echo"]
+    r = rates["echo-relay echo"] / reference
+    ratio_row(workload, "echo-relay ÷ C echo (rate, same client)", "", f"{r:.2f}×", "≥ 0.9×", r >= 0.9)
+    r = rates["echo-relay echo --gro, client GSO+GRO"] / reference
+    ratio_row(workload, "echo-relay GSO+GRO ÷ C echo (rate)", "", f"{r:.2f}×", "≥ 2×", r >= 2)
+    growth = max(peak - idle for idle, peak in memory)
+    ratio_row("memory", f"echo-relay peak RSS − RSS at start, {echo_count:,} round trips", f"{growth:,} KiB", "", "≤ 4,096 KiB", growth <= 4096)
+    peak = max(p for _, p in memory)
+    ratio_row("memory", f"echo-relay peak RSS, {4 * echo_count:,} vs {echo_count:,} round trips",
+              f"{peak_long:,} vs {peak:,} KiB", "", "no growth (≤ +1,024 KiB)", peak_long <= peak + 1024)
+
+    figures = mallocs(sys.argv[1])
+    for name, total in sorted(figures.items()):
+        per = re.search(r"([0-9]+) datagrams", name)
+        datagrams = int(per.group(1)) if per else 1
+        ratio_row("mallocs (ordo-one, steady state)", name, f"{total} per iteration", f"{total / datagrams:.4f} per datagram",
+                  "0 per datagram (< 0.01)", total / datagrams < 0.01)
+
+    print(f"\n| Workload | Contender or ratio | Figure | Ratio | Target | Met |")
+    print("|---|---|---|---|---|---|")
+    for workload, name, figure, ratio, target, met in rows:
+        verdict = "" if met is None else ("met" if met else "**not met**")
+        print(f"| {workload} | {name} | {figure} | {ratio} | {target} | {verdict} |")
+    print(f"\nMedians of {ROUNDS} rounds, contenders alternating within each round. "
+          f"{os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().release}.")
+
+
+if __name__ == "__main__":
+    main()
