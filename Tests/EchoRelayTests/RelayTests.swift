@@ -99,6 +99,7 @@ import TestSupport
         (["echo", "--listen", "127.0.0.1:0", "--max-datagram", "0"], "--max-datagram must be 1...65527"),
         (["echo"], "give at least one --listen"),
         (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:53", "--max-sessions", "0"], "--max-sessions must be at least 1"),
+        (["echo", "--listen", "127.0.0.1:0", "--threads", "0"], "--threads must be 1...64, got 0"),
     ])
     func badOptionsExit64NamingThem(arguments: [String], message: String) throws {
         let (status, output) = try RunningRelay.runToExit(arguments)
@@ -114,6 +115,8 @@ import TestSupport
         (["--to", "127.0.0.1:9", "--rate", "0"], "--rate must be a positive number"),
         (["--to", "127.0.0.1:9", "--count", "0"], "--count must be at least 1, got 0"),
         (["sink", "--listen", "localhost"], "invalid address 'localhost'"),
+        (["--to", "127.0.0.1:9", "--window", "10"], "--window needs --expect-replies"),
+        (["--to", "127.0.0.1:9", "--segmentation", "sometimes"], "--segmentation"),
     ])
     func udpBlastBadOptionsExit64NamingThem(arguments: [String], message: String) throws {
         let (status, output) = try RunningRelay.runToExit(arguments, executable: "udp-blast")
