@@ -77,7 +77,7 @@ final class RelayService: Service {
         }
     }
 
-    private let worker: Worker
+    private unowned let worker: Worker  // the worker owns this service
     private let upstream: SocketAddress
     /// This worker's share of --max-sessions.
     private let maxSessions: Int

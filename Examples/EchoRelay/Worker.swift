@@ -91,6 +91,8 @@ final class Worker {
         stopRequested()  // a signal that came while the service was being set up
         loop.run()
         stopWatcher.stop()
+        statsTimer = nil
+        self.service = nil
         return service.stats
     }
 

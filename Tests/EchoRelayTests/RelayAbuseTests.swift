@@ -4,6 +4,9 @@ import Glibc
 import Testing
 import TestSupport
 
+/// Whether this test process (and so the echo-relay built beside it) is instrumented by AddressSanitizer.
+let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan_init") != nil
+
 /// What a relay must refuse to become: a memory sink for spoofed clients, an amplifier, a path for
 /// strangers, or a descriptor leak when its upstream goes quiet. Each runs the real `echo-relay relay`.
 @Suite struct RelayAbuseTests {
@@ -43,7 +46,10 @@ import TestSupport
         let flooded = relay.residentBytes
         print("relay resident memory: idle \(idle >> 10) KiB, 64 sessions \(full >> 10) KiB, after \(flood) more client addresses \(flooded >> 10) KiB")
         #expect(relay.latestStats()?.hasSuffix("sessions 64") == true)
-        #expect(flooded - full < 2 << 20, "the flood grew the relay from \(full >> 10) KiB to \(flooded >> 10) KiB")
+        // Without the limit the same flood grows the relay by about 100 MB. The AddressSanitizer pass runs an
+        // instrumented echo-relay whose allocator keeps a few MiB of its own (stack depot, size-class caches).
+        let slack = addressSanitizerIsOn ? 8 << 20 : 2 << 20
+        #expect(flooded - full < slack, "the flood grew the relay from \(full >> 10) KiB to \(flooded >> 10) KiB")
         #expect(relay.stop() == 0)
     }
 

@@ -29,6 +29,11 @@ final class RunningRelay {
             process.executableURL = binary
             process.arguments = arguments
         }
+        // Under the AddressSanitizer pass the executable is instrumented too: without a quarantine, freed
+        // memory is reused as it would be normally, so resident-size checks mean the same thing.
+        var environment = ProcessInfo.processInfo.environment
+        environment["ASAN_OPTIONS"] = (environment["ASAN_OPTIONS"].map { $0 + ":" } ?? "") + "quarantine_size_mb=0"
+        process.environment = environment
         process.standardError = try FileHandle(forWritingTo: logURL)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
