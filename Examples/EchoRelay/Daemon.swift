@@ -113,7 +113,11 @@ final class Daemon {
             })
             ready.wait()
             switch started.withLock({ $0 })! {
-            case let .failure(exit): throw exit
+            case let .failure(exit):
+                // Let the workers already running stop (nothing is queued yet) and join every thread.
+                workers.forEach { $0.stop(level: 1, signal: "startup failed") }
+                for handle in threadHandles { pthread_join(handle, nil) }
+                throw exit
             case let .success((worker, bound)):
                 workers.append(worker)
                 if index == 0 { addresses = bound }
