@@ -121,4 +121,20 @@ func payload(_ sequence: Int) -> [UInt8] {
         #expect(relay.stop() == 0)
         #expect(relay.log.contains("final totals: received 400 datagrams (800 bytes), sent 400 "), "\(relay.log.suffix(600))")
     }
+
+    /// GSO and GRO end to end through the real binaries: udp-blast sends super-datagrams and reads replies
+    /// with GRO, a closed window of 256, against echo-relay reading with GRO. Every reply comes back once.
+    @Test func gsoAndGroEndToEnd() throws {
+        let relay = try RunningRelay(["echo", "--listen", "127.0.0.1:0", "--gro"])
+        let (status, output) = try RunningRelay.runOutput(
+            ["--to", relay.addresses[0].description, "--count", "20000", "--size", "100", "--expect-replies",
+             "--window", "256", "--gro", "--json"], executable: "udp-blast")
+        #expect(status == 0, "\(output)")
+        for field in ["\"segmentation\": \"on\"", "\"received\": 20000", "\"lost\": 0", "\"duplicates\": 0", "\"foreign\": 0"] {
+            #expect(output.contains(field), "\(field) in \(output)")
+        }
+        #expect(!output.contains("\"gso_sends\": 0,"), "\(output)")
+        #expect(relay.stop() == 0)
+        #expect(relay.log.contains("final totals: received 20000 datagrams (2000000 bytes), sent 20000 "), "\(relay.log.suffix(400))")
+    }
 }

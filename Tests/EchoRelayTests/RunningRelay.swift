@@ -92,6 +92,20 @@ final class RunningRelay {
         return process.terminationStatus
     }
 
+    /// Runs `executable` to completion; returns its exit status and stdout.
+    static func runOutput(_ arguments: [String], executable: String) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = productsDirectory.appendingPathComponent(executable)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
     /// Runs `executable` (echo-relay or udp-blast) to completion; returns its exit status and stderr.
     static func runToExit(_ arguments: [String], executable: String = "echo-relay") throws -> (status: Int32, output: String) {
         let relay = try RunningRelay(arguments, executable: executable, listeners: 0)
