@@ -7,7 +7,6 @@ import Synchronization
 /// Nothing in it is shared with other workers, so the hot path takes no lock. The daemon's thread talks
 /// to it only through `control` (stop requests) and reads its totals once its loop has ended.
 final class Worker {
-    let index: Int
     let loop: EventLoop
     let logger: Logger
     let options: DaemonOptions
@@ -34,7 +33,6 @@ final class Worker {
     }
 
     init(index: Int, options: DaemonOptions, logger baseLogger: Logger) throws {
-        self.index = index
         self.options = options
         var logger = baseLogger
         if options.threads > 1 { logger[metadataKey: "worker"] = "\(index)" }
