@@ -25,6 +25,8 @@ public final class EventLoop {
     public let raw: OpaquePointer
     /// Whether this wrapper destroys the loop on deinit.
     public let ownership: Ownership
+    /// The loop thread, as debug builds check it (see `assertOnLoopThread`).
+    let confinement = _LoopConfinement()
 
     /// Creates and owns a new loop (`ev_loop_new`).
     ///
@@ -99,7 +101,8 @@ public final class EventLoop {
     /// - Returns: `true` if watchers are still active (the loop was broken, or ran once).
     @discardableResult
     public func run(_ mode: RunMode = .untilDone) -> Bool {
-        ev_run(raw, mode.rawValue) != 0
+        noteLoopThread()
+        return ev_run(raw, mode.rawValue) != 0
     }
 
     /// Makes the innermost (`.one`) or every (`.all`) running `run()` return after the current iteration

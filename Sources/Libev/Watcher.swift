@@ -27,7 +27,7 @@ public class Watcher {
     }
 
     deinit {
-        stop()
+        stopWatcher()
         cev_set_data(memory.pointer, nil)
     }
 
@@ -62,6 +62,7 @@ public class Watcher {
 
     /// Starts the watcher (`ev_TYPE_start`); does nothing if it is active. Cost: O(1) or O(log n) for timers, no syscall.
     public final func start() {
+        loop.assertOnLoopThread("\(type(of: self)).start()")
         guard !isActive else { return }
         willStart()
         startFunction(loop.raw, memory.pointer)
@@ -70,6 +71,11 @@ public class Watcher {
 
     /// Stops the watcher and clears a pending event (`ev_TYPE_stop`); safe to call at any time.
     public final func stop() {
+        loop.assertOnLoopThread("\(type(of: self)).stop()")
+        stopWatcher()
+    }
+
+    private func stopWatcher() {
         takeRefBack()
         stopFunction(loop.raw, memory.pointer)
     }
@@ -105,6 +111,7 @@ public class Watcher {
 let watcherTrampoline: cev_callback = { _, pointer, revents in
     guard let pointer, let data = cev_data(pointer) else { return }
     let watcher = Unmanaged<Watcher>.fromOpaque(data).takeUnretainedValue()
+    watcher.loop.noteLoopThread()
     withExtendedLifetime(watcher) { watcher.dispatch(revents) }
 }
 
