@@ -11,10 +11,13 @@ public import Libev
 /// an ICMP error queued on a connected socket (ECONNREFUSED) is reported and reading goes on. With
 /// ``UDPSocket/setReceivesErrors(_:)`` on, the kernel's per-datagram error queue is read and reported too.
 ///
-/// A reader and a ``BatchedUDPWatcher`` can share one socket: they use separate read and write watchers
-/// on the same descriptor. The reader never closes the socket.
+/// A reader and a ``BatchedUDPWatcher`` can share one ``UDPSocket``: they use separate read and write
+/// watchers on the same descriptor, and while the reader reads, it alone reads the error queue (the
+/// watcher leaves the entries to it). The reader never closes the socket; closing the socket stops the
+/// reader for good.
 ///
-/// Thread confinement: create and use it on its loop's thread only. Not `Sendable`.
+/// Thread confinement: create and use it on its loop's thread only (debug builds check ``start()`` and
+/// ``stop()`` while the loop runs). Not `Sendable`.
 public final class BatchedUDPReader {
     /// Sizes of a reader, fixed at creation. Memory: `batchSize × maxDatagramSize` bytes plus about
     /// 220 bytes per slot (defaults: 64 × 2,048 B = 128 KiB); with `gro`, `batchSize × 64 KiB` instead.
@@ -68,6 +71,8 @@ public final class BatchedUDPReader {
     private let slots: ReceiveSlots
     private let fd: Int32
     private var readWatcher: IOWatcher!
+    /// Set when the socket closed: the descriptor number may belong to someone else now.
+    private var socketClosed = false
 
     /// Registers `socket` for reading; call ``start()`` to begin.
     /// - Throws: ``BatchedUDPError/invalidConfiguration(_:)``, or ``BatchedUDPError/socket(_:)`` for a
@@ -101,13 +106,21 @@ public final class BatchedUDPReader {
             throw .socket(SocketError("register(fd \(fd))", problem: error.description))
         }
         readWatcher.keepsLoopAlive = configuration.keepsLoopAlive
+        socket.register(self)
     }
 
-    /// Starts reading (EV_READ). Does nothing if reading.
-    public func start() { readWatcher.start() }
+    /// Starts reading (EV_READ). Does nothing if reading, or once the socket has been closed.
+    public func start() {
+        loop.assertOnLoopThread("BatchedUDPReader.start()")
+        guard !socketClosed else { return }
+        readWatcher.start()
+    }
 
     /// Stops reading; datagrams wait in the socket's receive buffer. Safe inside the handler.
-    public func stop() { readWatcher.stop() }
+    public func stop() {
+        loop.assertOnLoopThread("BatchedUDPReader.stop()")
+        readWatcher.stop()
+    }
 
     /// Whether the reader is watching its socket.
     public var isReading: Bool { readWatcher.isActive }
@@ -203,4 +216,15 @@ public final class BatchedUDPReader {
     private func report(_ problem: ReceiveProblem) {
         onProblem?(self, problem)
     }
+}
+
+extension BatchedUDPReader: SocketUser {
+    /// Its socket is closing: stop for good, so nothing is read from a later socket that reuses the
+    /// descriptor number.
+    func socketWillClose() {
+        socketClosed = true
+        readWatcher.stop()
+    }
+
+    var readsErrorQueue: Bool { readWatcher.isActive }
 }

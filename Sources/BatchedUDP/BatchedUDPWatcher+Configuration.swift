@@ -2,7 +2,8 @@ extension BatchedUDPWatcher {
     /// Sizes and policies of a ``BatchedUDPWatcher``, fixed at creation.
     ///
     /// Memory allocated once: `capacity × maxDatagramSize` payload bytes plus about 220 bytes of
-    /// bookkeeping per slot (defaults: 1,024 × 2,048 B ≈ 2 MiB + 220 KiB).
+    /// bookkeeping per slot (defaults: 1,024 × 2,048 B ≈ 2 MiB + 220 KiB). Values whose memory would
+    /// exceed 16 GiB (or overflow) are refused with ``BatchedUDPError/invalidConfiguration(_:)``.
     public struct Configuration: Sendable, Equatable {
         /// Datagrams the ring holds at once. Default 1,024.
         public var capacity = 1024
@@ -25,20 +26,36 @@ extension BatchedUDPWatcher {
         public var noBufferRetries = 2
         /// Seconds to wait after repeated ENOBUFS before trying again. Default 0.005.
         public var noBufferBackoff = 0.005
+        /// Seconds the watcher keeps backing off after ENOBUFS while not one datagram goes out; then it
+        /// reports every queued datagram with ENOBUFS (a path that takes nothing, such as an interface
+        /// that is down, with IP_RECVERR on), so neither the queue nor the loop waits forever. nil retries
+        /// for as long as it takes. Default 5.
+        public var noBufferTimeout: Double? = 5
+        /// Whether queued datagrams keep the loop running (`ev_ref`) until they are sent or reported.
+        /// Set it to false for a watcher on a host's loop that must be able to finish while datagrams wait:
+        /// they then go out only while something else keeps the loop running, and `close()` reports them.
+        /// The watcher keeps itself alive while it holds datagrams either way. Default true.
+        public var keepsLoopAlive = true
         /// Whether runs of queued datagrams are sent as UDP GSO super-datagrams. Default `.automatic`.
         public var segmentation = Segmentation.automatic
 
         /// UDP generic segmentation offload (GSO, `UDP_SEGMENT`, Linux 4.18+).
         public enum Segmentation: Sendable, Equatable {
             /// Where the kernel supports it (probed once per socket): at each drain, consecutive queued
-            /// datagrams to the same destination with equal sizes (the last may be shorter), of at most
-            /// 1,472 bytes (1,452 on IPv6) each, up to 64 of them and 65,507 bytes (65,527 IPv6-only)
-            /// in all, go to the kernel as one super-datagram that it splits back into those datagrams.
-            /// Receivers see the same datagrams; the sender saves most of the per-datagram kernel work.
-            /// If such a send fails with EIO or EINVAL (a device without checksum offload, old kernels),
-            /// segmentation is turned off for the watcher; with EMSGSIZE (segments over the path MTU),
-            /// datagrams of that size or larger are no longer coalesced. Either way the same datagrams
-            /// are sent one by one in the same drain: nothing is lost, and errors stay per datagram.
+            /// datagrams to the same destination with equal sizes (the last may be shorter, none may be
+            /// empty), of at most 1,472 bytes (1,452 on IPv6) each, up to 64 of them and 65,507 bytes
+            /// (65,527 IPv6-only) in all, go to the kernel as one super-datagram that it splits back into
+            /// those datagrams. Receivers see the same datagrams; the sender saves most of the
+            /// per-datagram kernel work.
+            ///
+            /// A refusal is taken as being about that run's path, not the socket: the same datagrams are
+            /// sent again one by one in the same drain, and only those the kernel refuses then are
+            /// reported. EMSGSIZE (segments over the path MTU) lowers that destination's segment limit;
+            /// EIO or EINVAL with the datagrams then accepted alone (a route or device that cannot
+            /// segment) stops super-datagrams to that destination. Such limits are kept for up to 32
+            /// destinations and expire after 60 s. Only when three refusals in a row, with no
+            /// super-datagram accepted in between, are followed by accepted single sends is segmentation
+            /// turned off for the socket (``SendCounters/segmentationDisabled``).
             case automatic
             /// One datagram per `sendmmsg` message, always.
             case off
@@ -57,6 +74,13 @@ extension BatchedUDPWatcher {
             }
         }
 
+        /// Most slots a ring may have (16 Mi), and most memory it may take: checked before anything is
+        /// computed from them, so no size can overflow.
+        static let maxCapacity = 1 << 24
+        static let maxMemory = 1 << 34
+        /// Bookkeeping per slot besides the payload: sockaddr_storage, iovec, mmsghdr (≈ 220 bytes).
+        static let bytesPerSlot = 256
+
         var resolvedByteCapacity: Int { byteCapacity ?? capacity * maxDatagramSize }
         var resolvedHighWaterMark: WaterMark { highWaterMark ?? WaterMark(messages: capacity, bytes: resolvedByteCapacity) }
         var resolvedLowWaterMark: WaterMark {
@@ -68,15 +92,19 @@ extension BatchedUDPWatcher {
             func check(_ ok: Bool, _ problem: @autoclosure () -> String) throws(BatchedUDPError) {
                 if !ok { throw .invalidConfiguration(problem()) }
             }
-            try check(capacity >= 1, "capacity must be at least 1, got \(capacity)")
+            try check((1...Configuration.maxCapacity).contains(capacity),
+                      "capacity must be 1...\(Configuration.maxCapacity), got \(capacity)")
             try check((0...65_527).contains(maxDatagramSize), "maxDatagramSize must be 0...65527, got \(maxDatagramSize)")
-            try check(capacity.multipliedReportingOverflow(by: max(maxDatagramSize, 1)).partialValue <= 1 << 34,
-                      "capacity × maxDatagramSize must stay under 16 GiB")
-            try check(resolvedByteCapacity >= 0, "byteCapacity must not be negative, got \(resolvedByteCapacity)")
+            // Both factors are bounded now, so the product cannot overflow.
+            try check(capacity * (maxDatagramSize + Configuration.bytesPerSlot) <= Configuration.maxMemory,
+                      "capacity × (maxDatagramSize + \(Configuration.bytesPerSlot) bytes of bookkeeping) must stay under 16 GiB, got \(capacity) × \(maxDatagramSize)")
+            try check(byteCapacity.map { $0 >= 0 } ?? true, "byteCapacity must not be negative, got \(byteCapacity ?? 0)")
             try check((1...1024).contains(batchSize), "batchSize must be 1...1024 (UIO_MAXIOV), got \(batchSize)")
             try check(maxCallsPerDrain >= 1, "maxCallsPerDrain must be at least 1, got \(maxCallsPerDrain)")
             try check(noBufferRetries >= 0, "noBufferRetries must not be negative, got \(noBufferRetries)")
             try check(noBufferBackoff.isFinite && noBufferBackoff > 0, "noBufferBackoff must be a positive number of seconds, got \(noBufferBackoff)")
+            try check(noBufferTimeout.map { $0.isFinite && $0 >= 0 } ?? true,
+                      "noBufferTimeout must be nil or a number of seconds ≥ 0, got \(noBufferTimeout ?? 0)")
             let high = resolvedHighWaterMark
             let low = resolvedLowWaterMark
             try check(high.messages >= 1 && high.bytes >= 0, "highWaterMark must be at least 1 message")

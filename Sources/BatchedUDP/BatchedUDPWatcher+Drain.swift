@@ -15,8 +15,8 @@ extension BatchedUDPWatcher {
         case noBuffers
         /// Programmer errors on the descriptor (EBADF, ENOTSOCK, EFAULT): fail everything and close.
         case fatal
-        /// Anything else is about the head datagram (EMSGSIZE, EINVAL, EHOSTUNREACH, ENETUNREACH, EPERM,
-        /// EACCES, ECONNREFUSED, EIO...): fail it alone and go on, so a poison datagram never stalls the ring.
+        /// Anything else concerns the first message (EMSGSIZE, EINVAL, EHOSTUNREACH, EPERM, EIO...), or is
+        /// the socket's pending error that this call met: see `headRefused(_:)`.
         case headMessage
 
         init(_ error: Errno) {
@@ -28,6 +28,31 @@ extension BatchedUDPWatcher {
             }
         }
     }
+
+    /// The head datagram met `errno` on its first try and is offered once more: as a lone datagram after a
+    /// refused super-datagram (`refusedRun`), or because the errno may be the socket's pending error.
+    struct HeadRetry {
+        let sequence: Int
+        let errno: Errno
+        let refusedRun: Bool
+        /// False once the socket pushed back (EAGAIN, ENOBUFS) before the second try: time passed, and a
+        /// new pending error may be what that try meets.
+        var immediate = true
+    }
+
+    /// A super-datagram the kernel refused, while its datagrams go out one by one: whether one of them
+    /// failed alone too tells whether the refusal was about a datagram or about segmentation on the path.
+    struct RefusedRun {
+        let errno: Errno
+        let destination: SegmentationLimits.Destination
+        /// One of its datagrams failed alone, and with the refusal's errno.
+        var anyFailed = false
+        var failedWithSameErrno = false
+    }
+
+    /// Refusals of super-datagrams (EIO or EINVAL, with the same datagrams then accepted one by one) in a
+    /// row, without a super-datagram accepted in between, that turn segmentation off for the socket.
+    static let refusalsBeforeSegmentationOff = 3
 
     /// Why a send loop stopped.
     enum DrainOutcome {
@@ -98,16 +123,33 @@ extension BatchedUDPWatcher {
         }
         let sentBefore = tally.sent, eagainBefore = tally.eagain
         drain()
-        if tally.sent == sentBefore && tally.eagain > eagainBefore { discardQueuedErrors() }
+        if tally.sent == sentBefore && tally.eagain > eagainBefore && !socket.errorQueueHasReader {
+            readQueuedErrors()
+            deliverReports()
+        }
     }
 
     /// Woken for EV_WRITE, yet the socket took nothing: epoll reports EPOLLERR (as writable) while the
     /// error queue holds entries (IP_RECVERR), so read them, or the write watcher spins until space frees.
-    private func discardQueuedErrors() {
+    /// Each is reported (``SocketProblem/deliveryError(_:destination:)``); a reading ``BatchedUDPReader``
+    /// on the same socket reads them instead, and this is not called.
+    private func readQueuedErrors() {
         for _ in 0..<configuration.batchSize {
-            guard case .success(_?) = Syscall.receiveQueuedError(fd) else { return }
+            guard case let .success(entry?) = Syscall.receiveQueuedError(fd) else { return }
             tally.deliveryErrors += 1
+            problems.append(.deliveryError(entry.errno, destination: entry.destination))
         }
+    }
+
+    /// Whether ENOBUFS has kept every datagram out for ``Configuration/noBufferTimeout`` seconds.
+    private func noBufferTimeExpired() -> Bool {
+        guard let timeout = configuration.noBufferTimeout else { return false }
+        let now = loop.now
+        guard let since = noBufferSince else {
+            noBufferSince = now
+            return false
+        }
+        return now - since >= timeout
     }
 
     /// Sends from the head of the ring until it is empty, the socket pushes back, or the budget is spent;
@@ -129,8 +171,15 @@ extension BatchedUDPWatcher {
                 writeWatcher.start()
             case .backOff:
                 writeWatcher.stop()
-                tally.backoffs += 1
-                backoffTimer.start()
+                if noBufferTimeExpired() {
+                    // No datagram has gone out for noBufferTimeout seconds: report them all, so a host's
+                    // loop can finish and the caller learns that the path is not taking anything.
+                    while !ring.isEmpty { failHead(.ENOBUFS) }
+                    noBufferSince = nil
+                } else {
+                    tally.backoffs += 1
+                    backoffTimer.start()
+                }
             case .budgetSpent:
                 // Yield to the loop's other watchers; the socket is writable, so EV_WRITE fires after the
                 // next poll without blocking it.
@@ -160,7 +209,7 @@ extension BatchedUDPWatcher {
             // The vector: the ring's own slots, or (GSO) messages of which each may carry a run of them.
             let vector: UnsafeMutablePointer<cudp_mmsghdr>, offered: Int
             if let segmented {
-                segmented.build(from: ring)
+                segmented.build(from: ring, singles: singlesAtHead, now: loop.now)
                 (vector, offered) = (segmented.messages, segmented.count)
             } else {
                 (vector, offered) = (ring.headMessages, min(ring.contiguousFromHead, configuration.batchSize))
@@ -172,36 +221,35 @@ extension BatchedUDPWatcher {
                 precondition(sent <= offered, "sendmmsg reported \(sent) sent of \(offered)")
                 guard sent > 0 else { return .wouldBlock }
                 if sent < offered { tally.shortCounts += 1 }
+                if let retry = headRetry {
+                    headRetry = nil
+                    if retry.sequence == headSequence { headWentThrough(after: retry) }
+                }
                 var datagrams = sent
                 if let segmented {
                     let carried = segmented.datagrams(inFirst: sent)
                     datagrams = carried.datagrams
-                    tally.gsoSends += carried.superDatagrams
+                    if carried.superDatagrams > 0 {
+                        tally.gsoSends += carried.superDatagrams
+                        segmentationStrikes = 0
+                    }
                 }
+                noBufferSince = nil
                 tally.sent += datagrams
-                tally.sentBytes += ring.popFront(datagrams)
+                tally.sentBytes += popHead(datagrams)
             case let .failed(error):
-                // How many datagrams the failing head message carries.
-                let headRun = segmented?.datagrams(inMessage: 0) ?? 1
                 switch ErrorClass(error) {
                 case .wouldBlock:
                     tally.eagain += 1
+                    headRetry?.immediate = false
                     return .wouldBlock
                 case .noBuffers:
                     tally.noBuffers += 1
+                    headRetry?.immediate = false
                     noBuffers += 1
                     if noBuffers > configuration.noBufferRetries { return .backOff }
-                case .headMessage where headRun > 1 && (error == .EIO || error == .EINVAL):
-                    // The device or path cannot segment: send these, and all later ones, one by one.
-                    segmented = nil
-                    tally.segmentationFallbacks += 1
-                case .headMessage where headRun > 1 && error == .EMSGSIZE:
-                    // Segments larger than the path MTU: a lone datagram of that size would be fragmented
-                    // (or fail on its own, if it must not be). Stop coalescing this size and re-send.
-                    if let segmented { segmented.maxSegment = segmented.segmentSize(ofMessage: 0) - 1 }
-                    tally.segmentationFallbacks += 1
                 case .headMessage:
-                    for _ in 0..<headRun { failHead(error) }
+                    headRefused(error)
                 case .fatal:
                     shutDown(reporting: error)
                     return .closed
@@ -211,11 +259,102 @@ extension BatchedUDPWatcher {
         return .empty
     }
 
+    /// The sequence number of the datagram at the head of the ring.
+    var headSequence: Int { tally.sent + tally.failed }
+
+    /// The first message of a call failed with `error`. Who is to blame:
+    /// - the head datagram, on its second try right after the first: it fails alone (after a wait, a
+    ///   pending-class errno may be a new pending error, so it gets another try);
+    /// - maybe not the super-datagram at the head (its path may not take GSO, its segments may exceed the
+    ///   path MTU, one of its datagrams may be bad, or the error is an earlier datagram's): the run is sent
+    ///   again one datagram at a time, and each datagram answers only for itself;
+    /// - maybe not a lone head datagram, when the errno is one an ICMP error leaves pending on the socket
+    ///   (man sendmmsg: it is returned by the next call, whatever it carries): the head is offered again;
+    /// - otherwise the head datagram: it fails alone.
+    private func headRefused(_ error: Errno) {
+        let sequence = headSequence
+        let run = segmented?.datagrams(inMessage: 0) ?? 1
+        if let retry = headRetry, retry.sequence == sequence {
+            if !retry.immediate && error.mayBeSocketsPendingError && run == 1 {
+                headRetry = HeadRetry(sequence: sequence, errno: error, refusedRun: false)
+                if retry.refusedRun && error == retry.errno { refusedRun?.failedWithSameErrno = true }
+                return
+            }
+            headRetry = nil
+            for _ in 0..<run { failHead(error) }
+        } else if run > 1, let segmented {
+            tally.segmentationFallbacks += 1
+            singlesAtHead = run
+            let destination = SegmentationLimits.Destination(of: segmented.messages[0])
+            refusedRun = RefusedRun(errno: error, destination: destination)
+            headRetry = HeadRetry(sequence: sequence, errno: error, refusedRun: true)
+            if error == .EMSGSIZE {
+                // Segments larger than this path's MTU: a lone datagram of that size is fragmented (or
+                // fails on its own if it must not be). Coalesce only smaller ones for this destination.
+                segmented.limits.limit(destination, to: segmented.segmentSize(ofMessage: 0) - 1, now: loop.now)
+            }
+        } else if error.mayBeSocketsPendingError {
+            // Offered again alone (more datagrams may have joined its run meanwhile), so that the
+            // answer to the second try is about this datagram only.
+            headRetry = HeadRetry(sequence: sequence, errno: error, refusedRun: false)
+            singlesAtHead = max(singlesAtHead, 1)
+        } else {
+            failHead(error)
+        }
+    }
+
+    /// The head datagram went out on its second try, after `retry.errno`: if that errno can be the
+    /// socket's pending error, it was (reported as such). A refused super-datagram is judged once all its
+    /// datagrams went out or failed (`refusedRunResolved()`).
+    private func headWentThrough(after retry: HeadRetry) {
+        guard retry.errno.mayBeSocketsPendingError, !retry.refusedRun else { return }
+        reportPendingError(retry.errno)
+    }
+
+    private func reportPendingError(_ error: Errno) {
+        tally.pendingErrors += 1
+        problems.append(.pendingError(error))
+    }
+
+    /// Every datagram of a refused super-datagram has been sent or failed on its own. If none failed with
+    /// the refusal's errno, the refusal was not about one of them: the socket's pending error, if the
+    /// errno can be one (EMSGSIZE aside: segments too large for the path, already limited); or, for EIO
+    /// and EINVAL with none failed at all, a path that takes the datagrams but not the super-datagram: no
+    /// GSO to that destination for a while, and when that happens on several paths in a row, the device
+    /// cannot segment.
+    private func refusedRunResolved() {
+        guard let run = refusedRun else { return }
+        refusedRun = nil
+        if !run.failedWithSameErrno && run.errno.mayBeSocketsPendingError && run.errno != .EMSGSIZE {
+            reportPendingError(run.errno)
+        }
+        guard !run.anyFailed, run.errno == .EIO || run.errno == .EINVAL, let segmented else { return }
+        segmented.limits.limit(run.destination, to: 0, now: loop.now)
+        segmentationStrikes += 1
+        if segmentationStrikes >= BatchedUDPWatcher.refusalsBeforeSegmentationOff {
+            self.segmented = nil
+            tally.segmentationDisabled += 1
+        }
+    }
+
+    /// Removes `n` datagrams from the head; returns their payload bytes.
+    private func popHead(_ n: Int) -> Int {
+        if singlesAtHead > 0 {
+            singlesAtHead = max(singlesAtHead - n, 0)
+            if singlesAtHead == 0 { refusedRunResolved() }
+        }
+        return ring.popFront(n)
+    }
+
     /// Removes the head datagram and records its failure.
     func failHead(_ error: Errno) {
-        let failure = SendFailure(sequence: tally.sent + tally.failed, errno: error,
+        let failure = SendFailure(sequence: headSequence, errno: error,
                                   destination: ring.destination(at: 0), length: ring.length(at: 0))
-        ring.popFront(1)
+        if singlesAtHead > 0 {
+            refusedRun?.anyFailed = true
+            if error == refusedRun?.errno { refusedRun?.failedWithSameErrno = true }
+        }
+        _ = popHead(1)
         tally.failed += 1
         tally.failedByErrno[error, default: 0] += 1
         failures.append(failure)
@@ -229,6 +368,9 @@ extension BatchedUDPWatcher {
         backoffTimer.stop()
         closeTimer?.stop()
         closeTimer = nil
+        headRetry = nil
+        refusedRun = nil
+        singlesAtHead = 0
         while !ring.isEmpty { failHead(error) }
         if let completion = closeCompletion {
             closeCompletion = nil
@@ -251,17 +393,21 @@ extension BatchedUDPWatcher {
         return changed
     }
 
-    /// Runs pending callbacks in order: failures, then a writability change, then close completion.
-    /// Callbacks may enqueue, flush or close; what they cause is delivered by this same loop.
+    /// Runs pending callbacks in order: failures, socket problems, then a writability change, then close
+    /// completion. Callbacks may enqueue, flush or close; what they cause is delivered by this same loop.
     func deliverReports() {
         guard !isDraining, !isDelivering else { return }
         isDelivering = true
-        var next = 0
+        var next = 0, nextProblem = 0
         while true {
             if next < failures.count {
                 let failure = failures[next]
                 next += 1
                 onError?(self, failure)
+            } else if nextProblem < problems.count {
+                let problem = problems[nextProblem]
+                nextProblem += 1
+                onSocketProblem?(self, problem)
             } else if writabilityChangePending {
                 writabilityChangePending = false
                 onWritabilityChanged?(self, isWritable)
@@ -273,10 +419,12 @@ extension BatchedUDPWatcher {
             }
         }
         failures.removeAll(keepingCapacity: true)
+        problems.removeAll(keepingCapacity: true)
         isDelivering = false
     }
 
-    /// Holds the watcher alive while datagrams are queued or a flushing close is under way.
+    /// Holds the watcher alive while datagrams are queued or a flushing close is under way (also when it
+    /// does not keep the loop running: queued datagrams are always sent or reported).
     func updateSelfRetain() {
         let busy = !ring.isEmpty || state == .closing
         if busy, selfRetain == nil {
@@ -284,6 +432,34 @@ extension BatchedUDPWatcher {
         } else if !busy, let retained = selfRetain {
             selfRetain = nil
             retained.release()
+        }
+    }
+}
+
+extension BatchedUDPWatcher: SocketUser {
+    /// Its socket is closing: close at once (queued datagrams are reported with ECANCELED), so nothing
+    /// is ever sent through a later socket that reuses the descriptor number.
+    func socketWillClose() {
+        guard state != .closed else { return }
+        shutDown(reporting: .ECANCELED)
+        deliverReports()
+        updateSelfRetain()
+    }
+
+    var readsErrorQueue: Bool { false }
+}
+
+extension Errno {
+    /// Whether this errno can be the socket's pending error (`sk_err`, set by an ICMP error for an earlier
+    /// datagram: `icmp_err_convert` and `icmpv6_err_convert` in Linux), which the next send returns
+    /// whatever it carries.
+    var mayBeSocketsPendingError: Bool {
+        switch self {
+        case .ECONNREFUSED, .EHOSTUNREACH, .ENETUNREACH, .EHOSTDOWN, .ENONET, .ENOPROTOOPT, .EOPNOTSUPP,
+             .EPROTO, .EMSGSIZE, .EACCES:
+            return true
+        default:
+            return false
         }
     }
 }

@@ -11,14 +11,23 @@ public import Libev
 /// message of a call) and the drain goes on. Every datagram enqueued is either sent (counted) or reported
 /// once to ``onError`` with its errno: `enqueued == sent + failed + queued` holds after every call.
 ///
+/// An error that is not the head datagram's own is not charged to it: a socket's pending error (an ICMP
+/// error for an earlier datagram, which `sendmmsg` returns whatever the call carries) is reported to
+/// ``onSocketProblem`` and the datagram is sent again; a GSO super-datagram the kernel refuses is re-sent
+/// one datagram at a time, and only what the kernel refuses then is reported (see
+/// ``Configuration/Segmentation-swift.enum/automatic``).
+///
 /// The write watcher is active only while datagrams wait for the socket to become writable, so an idle
-/// watcher costs the loop nothing. While datagrams are queued, the watcher keeps the loop running and keeps
-/// itself alive, even if its owner lets go of it; an empty (or closed) watcher holds neither.
+/// watcher costs the loop nothing. While datagrams are queued, the watcher keeps the loop running (unless
+/// ``Configuration/keepsLoopAlive`` is false) and keeps itself alive, even if its owner lets go of it; an
+/// empty (or closed) watcher holds neither.
 ///
 /// Works on any loop: an owned one, the default loop, or one borrowed from C code. It installs no signal
-/// handler and never breaks or destroys the loop. One watcher per socket; a loop can serve many.
+/// handler and never breaks or destroys the loop. One watcher per socket; a loop can serve many. Closing
+/// its ``UDPSocket`` closes the watcher first.
 ///
-/// Thread confinement: create and use it on its loop's thread only. Not `Sendable`.
+/// Thread confinement: create and use it on its loop's thread only (debug builds check every public
+/// entry point while the loop runs). Not `Sendable`.
 public final class BatchedUDPWatcher {
     /// Open, closing (`close(flushingWithin:)` is flushing), or closed.
     public enum State: Sendable, Equatable {
@@ -36,6 +45,10 @@ public final class BatchedUDPWatcher {
 
     /// Called on the loop thread, after the send calls of a drain, once for every datagram that was not sent.
     public var onError: ((BatchedUDPWatcher, SendFailure) -> Void)?
+    /// Called on the loop thread, after the send calls of a drain, for each error the kernel reported for
+    /// the socket rather than for a datagram (see ``SocketProblem``); counted in
+    /// ``SendCounters/pendingErrors`` and ``SendCounters/deliveryErrors``.
+    public var onSocketProblem: ((BatchedUDPWatcher, SocketProblem) -> Void)?
     /// Called on the loop thread when ``isWritable`` changes: false when the queue reaches the high water
     /// mark (from inside the `enqueue` that reached it), true when a drain brings it to the low water mark.
     public var onWritabilityChanged: ((BatchedUDPWatcher, Bool) -> Void)?
@@ -70,13 +83,29 @@ public final class BatchedUDPWatcher {
     var closeTimer: TimerWatcher?
     var closeCompletion: ((BatchedUDPWatcher) -> Void)?
     var failures: [SendFailure] = []
+    var problems: [SocketProblem] = []
     @exclusivity(unchecked) var writabilityChangePending = false
     var closeCompletionPending: ((BatchedUDPWatcher) -> Void)?
     @exclusivity(unchecked) var isDraining = false
     @exclusivity(unchecked) var isDelivering = false
     var selfRetain: Unmanaged<BatchedUDPWatcher>?
-    /// The GSO vector while segmentation is on; nil when it is off, unsupported or turned off after EIO/EINVAL.
+    /// The GSO vector while segmentation is on; nil when it is off, unsupported, or turned off after
+    /// repeated refusals.
     var segmented: SegmentedBatch?
+    /// The head datagram met an error that may not be its own; it is offered once more before that error
+    /// is charged to it.
+    @exclusivity(unchecked) var headRetry: HeadRetry?
+    /// Datagrams at the head that go one per message: the rest of a refused super-datagram.
+    @exclusivity(unchecked) var singlesAtHead = 0
+    /// The refused super-datagram whose datagrams are going out one by one.
+    var refusedRun: RefusedRun?
+    /// Super-datagrams refused with EIO or EINVAL whose datagrams then went out one by one, in a row
+    /// (a super-datagram the kernel takes resets it).
+    var segmentationStrikes = 0
+    /// Loop time of the first ENOBUFS back-off since the last datagram the kernel took.
+    var noBufferSince: Double?
+    /// True while an `enqueue(writingWith:)` body holds the tail slot.
+    @exclusivity(unchecked) var isWritingSlot = false
     /// Tests replace `sendmmsg` here to script what loopback cannot produce; nil (the real call) otherwise.
     var sendSeam: Syscall.SendmmsgSeam?
 
@@ -110,6 +139,7 @@ public final class BatchedUDPWatcher {
                             slotSize: min(configuration.maxDatagramSize, socket.family.maxUDPPayload),
                             byteCapacity: configuration.resolvedByteCapacity)
         failures.reserveCapacity(2 * configuration.capacity)
+        problems.reserveCapacity(configuration.batchSize)
         if configuration.segmentation == .automatic && BatchedUDPWatcher.kernelSegments(fd) {
             segmented = SegmentedBatch(capacity: configuration.batchSize,
                                        maxPayload: reachesIPv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload,
@@ -128,10 +158,17 @@ public final class BatchedUDPWatcher {
         backoffTimer = TimerWatcher(loop: loop, after: configuration.noBufferBackoff) { [unowned self] _ in
             withExtendedLifetime(self) { self.drain() }
         }
+        if !configuration.keepsLoopAlive {
+            writeWatcher.keepsLoopAlive = false
+            drainAtIterationEnd.keepsLoopAlive = false
+            backoffTimer.keepsLoopAlive = false
+        }
+        socket.register(self)
     }
 
-    /// Whether queued runs go out as GSO super-datagrams now (``Configuration/segmentation`` is
-    /// `.automatic`, the kernel supports it, and no GSO send has failed with EIO or EINVAL).
+    /// Whether queued runs go out as GSO super-datagrams now: ``Configuration/segmentation`` is
+    /// `.automatic`, the kernel supports it, and it has not been turned off after repeated refusals
+    /// (``SendCounters/segmentationDisabled``).
     public var isSegmenting: Bool { segmented != nil }
 
     /// Probes UDP_SEGMENT once: readable means the kernel segments. A size someone left set socket-wide
@@ -164,6 +201,7 @@ public final class BatchedUDPWatcher {
     ///   ``flush()`` afterwards: libev does not run a prepare watcher started there before it next blocks.
     @discardableResult
     public func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
+        checkEntry("enqueue(_:to:)")
         let target = try resolve(destination, length: bytes.count)
         guard ring.canAccept(length: bytes.count) else { throw reject() }
         if bytes.count > 0 { ring.tailPayload.copyMemory(from: bytes) }
@@ -183,6 +221,7 @@ public final class BatchedUDPWatcher {
     /// - Throws: as ``enqueue(_:to:)-(UnsafeRawBufferPointer,_)``, with the total length checked.
     @discardableResult
     public func enqueue(gathering buffers: some Collection<UnsafeRawBufferPointer>, to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
+        checkEntry("enqueue(gathering:to:)")
         var length = 0
         for buffer in buffers { length += buffer.count }
         let target = try resolve(destination, length: length)
@@ -201,13 +240,20 @@ public final class BatchedUDPWatcher {
     /// The zero-copy form. If `body` throws, nothing is queued and its error is rethrown.
     /// - Throws: ``BatchedUDPError`` as the copying forms (`queueFull` is checked before and, for the byte
     ///   budget, after `body`), or whatever `body` throws.
-    /// - Precondition: `body` returns a length between 0 and the slot's size.
+    /// - Precondition: `body` returns a length between 0 and the slot's size, and does not call
+    ///   `enqueue`, ``flush()`` or `close` on this watcher (the slot it writes is not queued yet).
     @discardableResult
     public func enqueue(to destination: SocketAddress? = nil, writingWith body: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
+        checkEntry("enqueue(to:writingWith:)")
         let target = try resolve(destination, length: 0)
         guard ring.canAccept(length: 0) else { throw reject() }
         let slot = ring.tailPayload
-        let length = try body(slot)
+        isWritingSlot = true
+        let length: Int
+        do {
+            defer { isWritingSlot = false }
+            length = try body(slot)
+        }
         precondition((0...slot.count).contains(length), "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
         guard ring.canAccept(length: length) else { throw reject() }
         return commit(length: length, destination: target)
@@ -216,6 +262,7 @@ public final class BatchedUDPWatcher {
     /// Sends what is queued now instead of at the end of the loop iteration. Does nothing while a drain
     /// or a back-off is under way. Error reports run before it returns.
     public func flush() {
+        checkEntry("flush()")
         guard !backoffTimer.isActive else { return }
         drain()
     }
@@ -226,6 +273,7 @@ public final class BatchedUDPWatcher {
     /// this returns (or, if called from a report, right after it), and later enqueues throw `closed`.
     /// The socket stays open. Calling it again does nothing.
     public func close() {
+        checkEntry("close()")
         guard state != .closed else { return }
         shutDown(reporting: .ECANCELED)
         deliverReports()
@@ -236,6 +284,7 @@ public final class BatchedUDPWatcher {
     /// left with ETIMEDOUT and closes. `completion` runs on the loop thread once the watcher is closed.
     /// While flushing, the watcher keeps the loop running. Does nothing unless the watcher is open.
     public func close(flushingWithin seconds: Double, completion: ((BatchedUDPWatcher) -> Void)? = nil) {
+        checkEntry("close(flushingWithin:completion:)")
         guard state == .open else { return }
         closeCompletion = completion
         guard !ring.isEmpty else {
@@ -251,9 +300,18 @@ public final class BatchedUDPWatcher {
             }
         }
         closeTimer = timer
+        timer.keepsLoopAlive = configuration.keepsLoopAlive
         timer.start()
         scheduleDrain()
         updateSelfRetain()
+    }
+
+    /// The checks every public entry point makes: loop-thread confinement (debug builds only) and no
+    /// reentry from an `enqueue(writingWith:)` body (one load and branch).
+    @inline(__always)
+    func checkEntry(_ entry: StaticString) {
+        loop.assertOnLoopThread("BatchedUDPWatcher.\(entry)")
+        precondition(!isWritingSlot, "BatchedUDPWatcher.\(entry) called from inside an enqueue(writingWith:) body on the same watcher: the slot being written is not queued yet; finish the body first")
     }
 
     // MARK: Test hooks

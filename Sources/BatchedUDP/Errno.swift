@@ -21,6 +21,12 @@ public struct Errno: RawRepresentable, Hashable, Sendable, Error, CustomStringCo
     public static let ENOTSOCK = Errno(rawValue: Glibc.ENOTSOCK)
     public static let EDESTADDRREQ = Errno(rawValue: Glibc.EDESTADDRREQ)
     public static let EMSGSIZE = Errno(rawValue: Glibc.EMSGSIZE)
+    public static let EPROTO = Errno(rawValue: Glibc.EPROTO)
+    public static let ENOPROTOOPT = Errno(rawValue: Glibc.ENOPROTOOPT)
+    public static let EOPNOTSUPP = Errno(rawValue: Glibc.EOPNOTSUPP)
+    public static let ENETDOWN = Errno(rawValue: Glibc.ENETDOWN)
+    public static let EHOSTDOWN = Errno(rawValue: Glibc.EHOSTDOWN)
+    public static let ENONET = Errno(rawValue: Glibc.ENONET)
     public static let EAFNOSUPPORT = Errno(rawValue: Glibc.EAFNOSUPPORT)
     public static let EADDRINUSE = Errno(rawValue: Glibc.EADDRINUSE)
     public static let EADDRNOTAVAIL = Errno(rawValue: Glibc.EADDRNOTAVAIL)
@@ -59,6 +65,6 @@ public struct Errno: RawRepresentable, Hashable, Sendable, Error, CustomStringCo
         Glibc.ENETDOWN: "ENETDOWN", Glibc.ENETUNREACH: "ENETUNREACH", Glibc.ECONNRESET: "ECONNRESET",
         Glibc.ENOBUFS: "ENOBUFS", Glibc.EISCONN: "EISCONN", Glibc.ENOTCONN: "ENOTCONN",
         Glibc.ETIMEDOUT: "ETIMEDOUT", Glibc.ECONNREFUSED: "ECONNREFUSED", Glibc.EHOSTUNREACH: "EHOSTUNREACH",
-        Glibc.ECANCELED: "ECANCELED",
+        Glibc.ECANCELED: "ECANCELED", Glibc.EPROTO: "EPROTO", Glibc.EHOSTDOWN: "EHOSTDOWN", Glibc.ENONET: "ENONET",
     ]
 }

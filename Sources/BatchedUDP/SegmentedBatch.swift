@@ -17,10 +17,13 @@ final class SegmentedBatch {
     let capacity: Int
     /// Largest payload of a super-datagram: 65,507 bytes when IPv4 may be reached, 65,527 on IPv6.
     let maxPayload: Int
-    /// Largest segment coalesced: at first one that fits a 1,500-byte path (1,472 B IPv4, 1,452 B IPv6).
-    /// The kernel refuses a super-datagram whose segments exceed the route's MTU (EMSGSIZE; EINVAL on
-    /// older kernels) where it would fragment a lone datagram, so a refusal lowers this below that size.
-    var maxSegment: Int
+    /// Largest segment coalesced: one that fits a 1,500-byte path (1,472 B IPv4, 1,452 B IPv6). The
+    /// kernel refuses a super-datagram whose segments exceed the route's MTU (EMSGSIZE; EINVAL on older
+    /// kernels) where it would fragment a lone datagram; such a refusal lowers the limit of that
+    /// destination only (``SegmentationLimits``).
+    let maxSegment: Int
+    /// Lower limits for single destinations, learnt from refusals.
+    let limits = SegmentationLimits()
 
     let messages: UnsafeMutablePointer<cudp_mmsghdr>
     /// One `iovec` per message, for runs whose payloads are contiguous.
@@ -69,7 +72,16 @@ final class SegmentedBatch {
     }
 
     /// Builds the vector from the ring's contiguous run at its head: at most `capacity` messages.
-    func build(from ring: DatagramRing) {
+    ///
+    /// - Parameters:
+    ///   - singles: how many datagrams at the head go one per message whatever their sizes (the rest of a
+    ///     run the kernel refused as a super-datagram, being re-sent one by one).
+    ///   - now: the loop's time, which expires per-destination limits.
+    ///
+    /// A run never includes a zero-length datagram: the kernel splits a super-datagram's payload by the
+    /// segment size, so an empty datagram inside it would not exist on the wire (a shorter last datagram
+    /// is only a shorter last segment, and a datagram of 0 bytes is no segment at all).
+    func build(from ring: DatagramRing, singles: Int, now: Double) {
         let available = ring.contiguousFromHead
         let source = ring.headMessages
         let iovecs = ring.headIovecs
@@ -81,10 +93,11 @@ final class SegmentedBatch {
             var total = size
             var contiguous = true
             next += 1
-            if size > 0 && size <= maxSegment {
+            if first >= singles && size > 0 && size <= maxSegment
+                && (limits.isEmpty || size <= limits.maxSegment(for: source[first], fallback: maxSegment, now: now)) {
                 while next < available && next - first < SegmentedBatch.maxSegments {
                     let length = iovecs[next].iov_len
-                    guard length <= size, total + length <= maxPayload,
+                    guard length > 0, length <= size, total + length <= maxPayload,
                           SegmentedBatch.sameDestination(source[first], source[next]) else { break }
                     contiguous = contiguous && iovecs[next - 1].iov_base! + size == iovecs[next].iov_base!
                     total += length

@@ -6,7 +6,8 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
     public internal(set) var sent = 0
     /// Payload bytes the kernel accepted.
     public internal(set) var sentBytes = 0
-    /// Datagrams reported to the error callback (kernel errors, and those dropped by `close`).
+    /// Datagrams reported to the error callback (kernel errors, ENOBUFS past `noBufferTimeout`, and those
+    /// dropped by `close`).
     public internal(set) var failed = 0
     /// `failed`, by errno.
     public internal(set) var failedByErrno: [Errno: Int] = [:]
@@ -32,19 +33,31 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
     public internal(set) var backoffs = 0
     /// Super-datagrams (GSO, several datagrams in one message) the kernel accepted.
     public internal(set) var gsoSends = 0
-    /// GSO sends the kernel refused, whose datagrams were then re-sent one by one in the same drain:
-    /// EIO or EINVAL turn segmentation off for the watcher; EMSGSIZE (segments over the path MTU) stops
-    /// coalescing datagrams of that size or larger.
+    /// Super-datagrams the kernel refused, whose datagrams were then sent again one by one in the same
+    /// drain (each reported only if the kernel refused it alone too). After EMSGSIZE (segments over the
+    /// path MTU) the destination's segment limit is lowered; after EIO or EINVAL with the datagrams then
+    /// accepted alone, the destination gets no super-datagrams for a while (``BatchedUDPWatcher``
+    /// remembers up to 32 destinations, for 60 s each).
     public internal(set) var segmentationFallbacks = 0
-    /// Entries read (and discarded) from the socket's error queue (IP_RECVERR) when a write wakeup found
-    /// the socket full: epoll reports EPOLLERR while they wait, which would wake the write watcher at once.
-    /// A ``BatchedUDPReader`` on the socket reports such entries with their destination instead.
+    /// Times segmentation was turned off for the socket (0 or 1): three super-datagrams in a row, to
+    /// different destinations, were refused with EIO or EINVAL while the same datagrams went out one by one.
+    public internal(set) var segmentationDisabled = 0
+    /// Pending socket errors (`SO_ERROR`: an ICMP error for an earlier datagram) that a send met and
+    /// cleared. Each was reported once as ``SocketProblem/pendingError(_:)``; the datagram that met it was
+    /// sent again, not failed.
+    public internal(set) var pendingErrors = 0
+    /// Entries the watcher read from the socket's error queue (IP_RECVERR), each reported once as
+    /// ``SocketProblem/deliveryError(_:destination:)``. It reads them when a write wakeup finds the socket
+    /// full with entries waiting (epoll reports EPOLLERR for them and would wake it again at once), and
+    /// only while no reading ``BatchedUDPReader`` shares its ``UDPSocket``: the reader then reads and
+    /// reports them (``ReceiveCounters/deliveryErrors``), and this stays 0.
     public internal(set) var deliveryErrors = 0
 
     public init() {}
 
     public var description: String {
         "enqueued \(enqueued) sent \(sent) failed \(failed) queued \(queued) rejected \(rejected) "
-            + "calls \(sendmmsgCalls) short \(shortCounts) eagain \(eagain) enobufs \(noBuffers) gso \(gsoSends) backoffs \(backoffs) delivery errors \(deliveryErrors)"
+            + "calls \(sendmmsgCalls) short \(shortCounts) eagain \(eagain) enobufs \(noBuffers) gso \(gsoSends) gso fallbacks \(segmentationFallbacks) backoffs \(backoffs) "
+            + "pending errors \(pendingErrors) delivery errors \(deliveryErrors)"
     }
 }

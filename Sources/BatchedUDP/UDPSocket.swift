@@ -6,13 +6,18 @@ internal import Glibc
 ///
 /// Sockets opened here are nonblocking and close-on-exec. Every failing call throws a ``SocketError``
 /// naming the call, the address and the errno. Not `Sendable`: use it on one thread (its loop's).
-/// Close watchers on a socket before closing the socket.
+///
+/// ``close()`` first closes the ``BatchedUDPWatcher``s and stops the ``BatchedUDPReader``s registered on
+/// this object, so none of them can send to or read from a later socket that reuses the descriptor number.
+/// (A descriptor closed behind this object's back cannot be noticed: close it here.)
 public final class UDPSocket {
     /// The descriptor, or -1 after `close()`.
     public private(set) var fileDescriptor: Int32
     /// IPv4 or IPv6.
     public let family: SocketAddress.Family
     private let closesOnDeinit: Bool
+    /// The watchers and readers registered on this socket (held weakly), told before the descriptor closes.
+    var users: [WeakSocketUser] = []
 
     /// Opens a nonblocking UDP socket (`socket(2)`).
     /// - Throws: ``SocketError`` (for example EMFILE when out of descriptors).
@@ -213,9 +218,16 @@ public final class UDPSocket {
     }
 
     /// Closes the descriptor (`close(2)`); later calls throw EBADF. Closing twice does nothing.
+    ///
+    /// Every ``BatchedUDPWatcher`` registered on this socket is closed first (its queued datagrams are
+    /// reported with ECANCELED) and every ``BatchedUDPReader`` stops for good, before the descriptor is
+    /// released. Loop thread only.
     /// - Throws: ``SocketError`` if the kernel reports an error (the descriptor is released anyway).
     public func close() throws(SocketError) {
         guard fileDescriptor >= 0 else { return }
+        let current = users.compactMap(\.user)
+        users.removeAll()
+        for user in current { user.socketWillClose() }
         let fd = fileDescriptor
         fileDescriptor = -1
         if let error = Syscall.close(fd) { throw SocketError("close", errno: error) }

@@ -18,17 +18,34 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
-/// Randomized fault injection through the sendmmsg seam: 200,000 random operations (enqueues of every
-/// form, flushes, loop iterations, closes, reentrant enqueue and close from callbacks) against a kernel
-/// simulated by the seam (random short counts, EAGAIN, EINTR, ENOBUFS, per-datagram errnos, EBADF, and
-/// for GSO super-datagrams EIO/EINVAL, which must turn segmentation off and lose nothing).
-/// After every step: `enqueued == sent + failed + queued`, sends in order, nothing sent twice or both
-/// sent and reported, counters consistent, EV_WRITE armed only while something is queued.
+/// Randomized fault injection: 200,000 random operations (enqueues of every form, flushes, loop
+/// iterations, closes, reentrant enqueue and close from callbacks) against a kernel simulated by the
+/// sendmmsg seam. The simulated kernel behaves as Linux does where it matters to the contract:
+/// - a message with a UDP_SEGMENT control message is split by the segment size (an empty datagram in a
+///   run would not exist), one without carries one datagram;
+/// - some datagrams are poisoned with an errno of their own: a message carrying one fails with it as the
+///   first message of a call, or ends the call's count before it (man sendmmsg BUGS);
+/// - the socket's pending error (an ICMP error for an earlier datagram) fails the next call, whatever it
+///   carries, once; such errors arrive between calls, but not in the microseconds between a refused call
+///   and the watcher's immediate second try of the same head (where the watcher, like any sender, could
+///   not tell a new pending error from the datagram's own);
+/// - on some watchers the "device" refuses every super-datagram with EIO or EINVAL;
+/// - random short counts, EAGAIN, EINTR, ENOBUFS, and a rare EBADF.
+/// After every step: `enqueued == sent + failed + queued`; the kernel produced exactly the datagrams
+/// counted as sent, in order, none twice, none both sent and reported; a poisoned datagram is never sent
+/// and an unpoisoned one never fails with a kernel errno; a refused super-datagram's datagrams are
+/// offered one by one; segmentation stays on unless the device refuses; EV_WRITE is armed only while
+/// something is queued.
 ///
 /// Deterministic by default (fixed seed). `BATCHED_UDP_FAULT_SEED=<n>` replays a seed;
 /// `BATCHED_UDP_FAULT_SEED=random` picks a new one. The seed is printed on failure.
 @Suite struct WatcherFaultInjectionTests {
     enum Fate: UInt8 { case queued = 0, sent, failed }
+
+    /// The errnos a datagram can be poisoned with, and those a watcher reports for reasons of its own.
+    static let poisons: [Errno] = [.EMSGSIZE, .EPERM, .EACCES, .EHOSTUNREACH, .EINVAL, .ENETUNREACH, .EIO]
+    static let pendingErrors: [Errno] = [.ECONNREFUSED, .EHOSTUNREACH, .EMSGSIZE, .ENETUNREACH]
+    static let watcherErrnos: Set<Errno> = [.ECANCELED, .ETIMEDOUT, .EBADF, .ENOBUFS]
 
     final class Harness {
         var rng: SplitMix64
@@ -36,18 +53,32 @@ struct SplitMix64: RandomNumberGenerator {
         let seed: UInt64
         var watcher: BatchedUDPWatcher!
         var fates: [Fate] = []
+        var sizes: [Int] = []
+        /// The errno each datagram is poisoned with, if any.
+        var poison: [Errno?] = []
         var lastSent = -1
         var reportedFailures = 0
+        var reportedProblems = 0
         var step = 0
         var problem: String?
         var watchers = 0
         /// When set, most datagrams of this watcher have this size, so runs form super-datagrams.
         var runSize: Int?
-        /// GSO sends the simulated kernel refused with EIO/EINVAL, over the whole run.
+        /// This watcher's device refuses every super-datagram (EIO or EINVAL).
+        var deviceRefuses = false
+        /// The socket's pending error, returned by the next call whatever it carries.
+        var pendingError: Errno?
+        var pendingReturned = 0
+        /// Datagrams the simulated kernel produced for this watcher (segments included).
+        var kernelDatagrams = 0
+        /// Datagrams of refused super-datagrams: the next time they are offered, it must be one by one.
+        var mustGoAlone: Set<Int> = []
+        /// Over the whole run.
         var segmentationRefusals = 0
         var superDatagrams = 0
-        /// The current watcher's GSO send failed with EIO or EINVAL: it must have stopped segmenting.
-        var segmentationRefused = false
+        var poisonedRefusals = 0
+        var pendingHits = 0
+        var emptySent = 0
         let receiver: Receiver
 
         init(seed: UInt64) throws {
@@ -57,8 +88,11 @@ struct SplitMix64: RandomNumberGenerator {
             receiver = try Receiver()
         }
 
+        /// The last calls the simulated kernel answered, for the failure message.
+        var history: [String] = []
+
         func fail(_ text: String) {
-            if problem == nil { problem = "seed \(seed), step \(step), watcher \(watchers): \(text)" }
+            if problem == nil { problem = "seed \(seed), step \(step), watcher \(watchers): \(text); last calls: \(history.joined(separator: " | "))" }
         }
 
         func chance(_ percent: UInt64) -> Bool { rng.next() % 100 < percent }
@@ -74,6 +108,7 @@ struct SplitMix64: RandomNumberGenerator {
             configuration.noBufferBackoff = 0.0002
             configuration.segmentation = chance(70) ? .automatic : .off
             runSize = chance(50) ? Int(8 + rng.next() % 200) : nil
+            deviceRefuses = chance(15)
             let socket = try UDPSocket(family: .ipv4)
             try socket.connect(to: receiver.address)
             let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
@@ -81,22 +116,38 @@ struct SplitMix64: RandomNumberGenerator {
             watcher.onError = { [unowned self] watcher, failure in
                 guard watcher === self.watcher else { return }
                 self.reportedFailures += 1
-                guard failure.sequence < self.fates.count, self.fates[failure.sequence] == .queued else {
-                    return self.fail("datagram #\(failure.sequence) reported, but it was \(failure.sequence < self.fates.count ? "\(self.fates[failure.sequence])" : "never enqueued")")
+                let sequence = failure.sequence
+                guard sequence < self.fates.count, self.fates[sequence] == .queued else {
+                    return self.fail("datagram #\(sequence) reported, but it was \(sequence < self.fates.count ? "\(self.fates[sequence])" : "never enqueued")")
                 }
-                self.fates[failure.sequence] = .failed
+                self.fates[sequence] = .failed
+                if failure.length != self.sizes[sequence] { self.fail("datagram #\(sequence) reported with length \(failure.length), enqueued with \(self.sizes[sequence])") }
+                if !WatcherFaultInjectionTests.watcherErrnos.contains(failure.errno) && failure.errno != self.poison[sequence] {
+                    self.fail("datagram #\(sequence) failed with \(failure.errno), but its own error is \(self.poison[sequence].map(\.name) ?? "none")")
+                }
                 if self.chance(10) { self.enqueueOne() }
                 if self.chance(1) { watcher.close() }
+            }
+            watcher.onSocketProblem = { [unowned self] watcher, problem in
+                guard watcher === self.watcher else { return }
+                self.reportedProblems += 1
+                guard case .pendingError = problem else { return self.fail("unexpected socket problem \(problem)") }
             }
             watcher.onWritabilityChanged = { [unowned self] watcher, writable in
                 if writable && watcher === self.watcher && self.chance(30) { self.enqueueOne() }
             }
             self.watcher = watcher
             fates.removeAll(keepingCapacity: true)
+            sizes.removeAll(keepingCapacity: true)
+            poison.removeAll(keepingCapacity: true)
+            mustGoAlone.removeAll()
             lastSent = -1
             reportedFailures = 0
+            reportedProblems = 0
+            pendingError = nil
+            pendingReturned = 0
+            kernelDatagrams = 0
             watchers += 1
-            segmentationRefused = false
         }
 
         /// A closed watcher must have settled every datagram it accepted.
@@ -108,44 +159,135 @@ struct SplitMix64: RandomNumberGenerator {
             if watcher.isWaitingForWritable || watcher.isDrainScheduled || watcher.isBackingOff { fail("a closed watcher still has a watcher active") }
         }
 
-        /// The simulated kernel. A message carries one datagram per iovec (GSO super-datagrams carry several).
+        /// One message as the kernel sees it: its datagrams' sequence numbers (nil for an empty one).
+        func datagrams(of header: msghdr) -> [Int?] {
+            var total = 0
+            for index in 0..<header.msg_iovlen { total += header.msg_iov[index].iov_len }
+            var copy = header
+            var segment: Int?
+            var control = cudp_cmsg_firsthdr(&copy)
+            while let current = control {
+                if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_SEGMENT) {
+                    segment = Int(UnsafeRawPointer(cudp_cmsg_data(current)).loadUnaligned(as: UInt16.self))
+                }
+                control = cudp_cmsg_nxthdr(&copy, current)
+            }
+            // Linux: with a segment size smaller than the payload, the payload is cut into segments of
+            // that size (the last may be shorter); otherwise it is one datagram, however many iovecs.
+            let cut = segment.map { $0 > 0 && $0 < total ? $0 : max(total, 1) } ?? max(total, 1)
+            guard total > 0 else { return [nil] }
+            var result: [Int?] = []
+            var offset = 0
+            while offset < total {
+                let length = min(cut, total - offset)
+                result.append(length >= 8 ? byte(at: offset, of: header).map { _ in sequence(at: offset, of: header) } : nil)
+                offset += length
+            }
+            return result
+        }
+
+        func byte(at offset: Int, of header: msghdr) -> UInt8? {
+            var offset = offset
+            for index in 0..<header.msg_iovlen {
+                let iov = header.msg_iov[index]
+                if offset < iov.iov_len { return iov.iov_base!.load(fromByteOffset: offset, as: UInt8.self) }
+                offset -= iov.iov_len
+            }
+            return nil
+        }
+
+        func sequence(at offset: Int, of header: msghdr) -> Int {
+            var value: UInt64 = 0
+            for i in (0..<8).reversed() { value = value << 8 | UInt64(byte(at: offset + i, of: header)!) }
+            return Int(value)
+        }
+
+        /// What the previous call returned: an ICMP error does not land in the microseconds between a
+        /// failed call and the watcher's immediate retry (the one moment a second pending error would be
+        /// charged to the head).
+        var previous: IOResult = .done(0)
+
+        /// The simulated kernel.
         func kernel(_ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int) -> IOResult {
+            let result = simulate(messages, count)
+            if result != .failed(.EINTR) { previous = result }  // the wrapper retries EINTR at once
+            let offered = (0..<count).map { index in
+                let carried = datagrams(of: messages[index].msg_hdr)
+                return carried.count == 1 ? "\(carried[0].map(String.init) ?? "empty")" : "\(carried.first!.map(String.init) ?? "?")+\(carried.count - 1)"
+            }
+            history.append("[\(offered.joined(separator: " "))] → \(result)")
+            if history.count > 8 { history.removeFirst() }
+            return result
+        }
+
+        func simulate(_ messages: UnsafeMutablePointer<cudp_mmsghdr>, _ count: Int) -> IOResult {
+            let justFailed = if case let .failed(error) = previous { ![.EAGAIN, .ENOBUFS, .EBADF].contains(error) } else { false }
+            if !justFailed && chance(3) { pendingError = WatcherFaultInjectionTests.pendingErrors[Int(rng.next() % 4)] }
             let roll = rng.next() % 100
             switch roll {
-            case 0..<50:
-                let sent = chance(50) ? count : Int(1 + rng.next() % UInt64(count))
-                for i in 0..<sent {
-                    let header = messages[i].msg_hdr
-                    if header.msg_iovlen > 1 && header.msg_controllen == 0 { fail("a super-datagram without its UDP_SEGMENT control message") }
-                    if header.msg_iovlen == 1 && header.msg_controllen != 0 { fail("a control message on a one-segment send") }
-                    for segment in 0..<header.msg_iovlen {
-                        let base = header.msg_iov[segment].iov_base!
-                        let sequence = Int(UInt64(littleEndian: base.loadUnaligned(as: UInt64.self)))
-                        guard sequence < fates.count, fates[sequence] == .queued else {
-                            fail("datagram #\(sequence) sent but it was \(sequence < fates.count ? "\(fates[sequence])" : "never enqueued")")
-                            continue
-                        }
-                        if sequence <= lastSent { fail("datagram #\(sequence) sent after #\(lastSent)") }
-                        fates[sequence] = .sent
-                        lastSent = sequence
-                    }
-                    if header.msg_iovlen > 1 { superDatagrams += 1 }
-                }
-                return .done(sent)
-            case 50..<62: return .failed(.EAGAIN)
-            case 62..<68: return .failed(.EINTR)
-            case 68..<76: return .failed(.ENOBUFS)
-            case 76..<99:
-                let errnos: [Errno] = [.EMSGSIZE, .EIO, .EINVAL, .ECONNREFUSED, .EHOSTUNREACH, .ENETUNREACH, .EPERM, .EACCES]
-                let error = messages[0].msg_hdr.msg_iovlen > 1 && chance(30) ? (chance(50) ? .EIO : .EINVAL)
-                    : errnos[Int(rng.next() % UInt64(errnos.count))]
-                if messages[0].msg_hdr.msg_iovlen > 1 && (error == .EIO || error == .EINVAL) {
-                    segmentationRefusals += 1
-                    segmentationRefused = true
-                }
-                return .failed(error)
-            default: return .failed(.EBADF)
+            case 0..<12: return .failed(.EAGAIN)
+            case 12..<17: return .failed(.EINTR)
+            case 17..<24: return .failed(.ENOBUFS)
+            case 24: return .failed(.EBADF)
+            default: break
             }
+            if let error = pendingError {
+                pendingError = nil
+                pendingReturned += 1
+                pendingHits += 1
+                return .failed(error)
+            }
+            let limit = chance(30) ? Int(1 + rng.next() % UInt64(count)) : count
+            var sent = 0
+            for index in 0..<limit {
+                let header = messages[index].msg_hdr
+                let carried = datagrams(of: header)
+                let isSuper = header.msg_controllen != 0
+                if isSuper && carried.count < 2 { fail("a UDP_SEGMENT control message on a message that carries one datagram") }
+                if !isSuper && header.msg_iovlen > 1 { fail("several iovecs without a UDP_SEGMENT control message") }
+                let sequences = carried.compactMap { $0 }
+                if isSuper, let alone = sequences.first(where: { mustGoAlone.contains($0) }) {
+                    fail("datagram #\(alone) of a refused super-datagram offered in a super-datagram again")
+                }
+                // Refusals, as the first message of the call or ending the count before it.
+                var refusal: Errno?
+                if let poisoned = sequences.first(where: { $0 < poison.count && poison[$0] != nil }) {
+                    refusal = poison[poisoned]
+                    if index == 0 { poisonedRefusals += 1 }
+                } else if isSuper && deviceRefuses {
+                    refusal = chance(50) ? .EIO : .EINVAL
+                    if index == 0 { segmentationRefusals += 1 }
+                }
+                if let refusal {
+                    guard index == 0 else { break }
+                    if isSuper { mustGoAlone.formUnion(sequences) }
+                    return .failed(refusal)
+                }
+                for sequence in sequences {
+                    mustGoAlone.remove(sequence)
+                    guard sequence < fates.count, fates[sequence] == .queued else {
+                        fail("datagram #\(sequence) sent but it was \(sequence < fates.count ? "\(fates[sequence])" : "never enqueued")")
+                        continue
+                    }
+                    if sequence <= lastSent { fail("datagram #\(sequence) sent after #\(lastSent)") }
+                    fates[sequence] = .sent
+                    lastSent = sequence
+                }
+                if carried.contains(where: { $0 == nil }) {
+                    // An empty datagram: the next queued one of size 0 after the last one sent.
+                    guard let empty = (lastSent + 1..<fates.count).first(where: { fates[$0] == .queued && sizes[$0] == 0 }) else {
+                        fail("an empty datagram sent, but none is queued")
+                        continue
+                    }
+                    fates[empty] = .sent
+                    lastSent = empty
+                    emptySent += 1
+                }
+                kernelDatagrams += carried.count
+                if isSuper { superDatagrams += 1 }
+                sent += 1
+            }
+            return sent == 0 ? .failed(.EAGAIN) : .done(sent)
         }
 
         /// Enqueues one datagram in a random form; checks that a refusal leaves nothing behind.
@@ -153,16 +295,19 @@ struct SplitMix64: RandomNumberGenerator {
             guard let watcher else { return }
             let before = watcher.counters
             let sequence = before.enqueued
-            let size = runSize.flatMap { chance(85) ? $0 : nil } ?? Int(8 + rng.next() % 200)
+            var size = runSize.flatMap { chance(85) ? $0 : nil } ?? Int(8 + rng.next() % 200)
+            if chance(4) { size = 0 }
             var bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: sequence), count: size)
-            withUnsafeBytes(of: UInt64(sequence).littleEndian) { for i in 0..<8 { bytes[i] = $0[i] } }
+            if size >= 8 { withUnsafeBytes(of: UInt64(sequence).littleEndian) { for i in 0..<8 { bytes[i] = $0[i] } } }
             let form = rng.next() % 3
             fates.append(.queued)
+            sizes.append(size)
+            poison.append(size > 0 && chance(2) ? WatcherFaultInjectionTests.poisons[Int(rng.next() % UInt64(WatcherFaultInjectionTests.poisons.count))] : nil)
             do {
                 let returned: Int
                 switch form {
                 case 0: returned = try watcher.enqueue(bytes)
-                case 1:
+                case 1 where size >= 8:
                     returned = try bytes.withUnsafeBytes { raw in
                         try watcher.enqueue(gathering: [UnsafeRawBufferPointer(rebasing: raw[..<8]), UnsafeRawBufferPointer(rebasing: raw[8...])])
                     }
@@ -175,6 +320,8 @@ struct SplitMix64: RandomNumberGenerator {
                 if returned != sequence { fail("enqueue returned \(returned), expected \(sequence)") }
             } catch {
                 fates.removeLast()
+                sizes.removeLast()
+                poison.removeLast()
                 let after = watcher.counters
                 if after.enqueued != before.enqueued { fail("a refused enqueue (\(error)) changed enqueued") }
                 switch error as? BatchedUDPError {
@@ -191,13 +338,19 @@ struct SplitMix64: RandomNumberGenerator {
             let c = watcher.counters
             if c.enqueued != c.sent + c.failed + c.queued { fail("enqueued \(c.enqueued) != sent \(c.sent) + failed \(c.failed) + queued \(c.queued)") }
             if c.enqueued != fates.count { fail("enqueued \(c.enqueued) but \(fates.count) accepted") }
+            if c.sent != kernelDatagrams { fail("counters.sent \(c.sent) but the kernel produced \(kernelDatagrams) datagrams") }
             let sent = fates.lazy.filter { $0 == .sent }.count
             let failed = fates.lazy.filter { $0 == .failed }.count
             if c.sent != sent { fail("counters.sent \(c.sent) but the kernel took \(sent)") }
             if c.failed != c.failedByErrno.values.reduce(0, +) { fail("failedByErrno does not add up to failed") }
             if c.failed != failed || reportedFailures != failed { fail("counters.failed \(c.failed), reported \(reportedFailures), recorded \(failed)") }
+            if c.pendingErrors != reportedProblems || c.pendingErrors > pendingReturned {
+                fail("pendingErrors \(c.pendingErrors), reported \(reportedProblems), returned by the kernel \(pendingReturned)")
+            }
             if watcher.isWaitingForWritable && c.queued == 0 { fail("EV_WRITE armed with nothing queued") }
-            if segmentationRefused && watcher.isSegmenting { fail("still segmenting after a GSO send failed with EIO or EINVAL") }
+            if watcher.configuration.segmentation == .automatic && !deviceRefuses && !watcher.isSegmenting {
+                fail("segmentation turned off, though only datagrams (never the device) refused: \(c)")
+            }
             if c.queued > 0 && watcher.state == .open && !(watcher.isWaitingForWritable || watcher.isDrainScheduled || watcher.isBackingOff) {
                 fail("\(c.queued) queued but no drain is scheduled")
             }
@@ -232,7 +385,9 @@ struct SplitMix64: RandomNumberGenerator {
         harness.retireWatcher()
         #expect(harness.problem == nil, "\(harness.problem ?? "") (replay with BATCHED_UDP_FAULT_SEED=\(seed))")
         #expect(harness.watchers > 100, "the run should exercise many watchers, closes and re-creations")
-        #expect(harness.segmentationRefusals > 10, "the run should refuse GSO sends: \(harness.segmentationRefusals)")
+        #expect(harness.segmentationRefusals > 10, "the device should refuse GSO sends: \(harness.segmentationRefusals)")
         #expect(harness.superDatagrams > 1000, "the run should send super-datagrams: \(harness.superDatagrams)")
+        #expect(harness.poisonedRefusals > 100 && harness.pendingHits > 100 && harness.emptySent > 100,
+                "poisoned \(harness.poisonedRefusals), pending \(harness.pendingHits), empty \(harness.emptySent)")
     }
 }

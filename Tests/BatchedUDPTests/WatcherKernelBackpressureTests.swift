@@ -88,42 +88,6 @@ import Testing
         #expect(watcher.counters.shortCounts == 1)
         expectAccounted(watcher)
     }
-
-    /// A connected socket whose peer port has no listener: the ICMP error comes back as ECONNREFUSED on
-    /// the next send, charged to that datagram; once a listener appears the watcher keeps working.
-    @Test func connectionRefusedIsReportedAndTheWatcherRecovers() throws {
-        let loop = try EventLoop()
-        let placeholder = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
-        let address = try placeholder.localAddress
-        try placeholder.close()
-        let socket = try UDPSocket(family: .ipv4)
-        try socket.connect(to: address)
-        let watcher = try BatchedUDPWatcher(loop: loop, socket: socket)
-        var failures: [SendFailure] = []
-        watcher.onError = { _, failure in failures.append(failure) }
-
-        var sequence = 0
-        func sendOneAndSettle() throws {
-            try watcher.enqueue(sequencePayload(sequence))
-            sequence += 1
-            loop.run()
-            // Let loopback deliver the ICMP error before the next send.
-            let pause = TimerWatcher(loop: loop, after: 0.02) { _ in }
-            pause.start()
-            loop.run()
-        }
-        for _ in 0..<4 where failures.isEmpty { try sendOneAndSettle() }
-        #expect(failures.count == 1)
-        #expect(failures.first?.errno == .ECONNREFUSED)
-        #expect(failures.first?.sequence ?? 0 >= 1, "the datagram that met the pending error is the one reported")
-        #expect(watcher.state == .open)
-
-        let listener = try Receiver(address)
-        try watcher.enqueue(sequencePayload(100))
-        loop.run()
-        #expect(listener.receive(1).map(sequence(of:)) == [100])
-        expectAccounted(watcher)
-    }
 }
 
 /// Loss, duplication and order of received sequence numbers, summarised (never the whole list).

@@ -18,7 +18,13 @@ import TestSupport
     /// Records each call's messages, then lets the kernel (or `answer`) take them.
     final class Recorder {
         var calls: [[Offered]] = []
-        var answer: ((Int) -> IOResult?)?
+        /// Answers instead of the kernel when it returns a result: given the call's number (from 1), what
+        /// it offered, and the sequence number of its first datagram.
+        var answer: ((Int, [Offered], Int) -> IOResult?)?
+        /// Refuses single messages, as the kernel does: given a message and the sequence number of its
+        /// first datagram, the errno to refuse it with. The messages before the first refused one are sent
+        /// (a real short count); a refused first message fails the call.
+        var refuse: ((Offered, Int) -> Errno?)?
 
         func install(on watcher: BatchedUDPWatcher) {
             watcher.sendSeam = { fd, messages, count in
@@ -40,7 +46,17 @@ import TestSupport
                     offered.append(Offered(sizes: split, segmentSize: segment))
                 }
                 self.calls.append(offered)
-                return self.answer?(self.calls.count) ?? Syscall.sendmmsgOnce(fd, messages, count)
+                func first(_ index: Int) -> Int {
+                    let head = messages[index].msg_hdr.msg_iov[0]
+                    return head.iov_len >= 8 ? Int(UInt64(littleEndian: head.iov_base!.loadUnaligned(as: UInt64.self))) : -1
+                }
+                if let refuse = self.refuse {
+                    for index in 0..<count {
+                        guard let error = refuse(offered[index], first(index)) else { continue }
+                        return index == 0 ? .failed(error) : Syscall.sendmmsgOnce(fd, messages, index)
+                    }
+                }
+                return self.answer?(self.calls.count, offered, first(0)) ?? Syscall.sendmmsgOnce(fd, messages, count)
             }
         }
     }
@@ -99,6 +115,10 @@ import TestSupport
         #expect(try offered([300, 300, 200, 300, 300]) == [run(2, 300, last: 200), run(2, 300)])
         #expect(try offered([300, 400, 400]) == [run(1, 300), run(2, 400)])
         #expect(try offered([1473, 1473, 0, 0, 9]) == [run(1, 1473), run(1, 1473), run(1, 0), run(1, 0), run(1, 9)])
+        // The kernel splits a payload by the segment size: an empty datagram in a run would vanish.
+        #expect(try offered([100, 100, 0]) == [run(2, 100), run(1, 0)])
+        #expect(try offered([100, 0, 100, 100]) == [run(1, 100), run(1, 0), run(2, 100)])
+        #expect(try offered([0, 0, 50, 50, 0]) == [run(1, 0), run(1, 0), run(2, 50), run(1, 0)])
         #expect(try getsockopt(watcher, Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_SEGMENT)) == 0, "no socket-wide segment size")
         _ = loop
     }
@@ -139,40 +159,114 @@ import TestSupport
         }
     }
 
-    /// EIO or EINVAL on a super-datagram (a device without checksum offload; this kernel falls back to a
-    /// software checksum, so the seam plays that device): segmentation goes off and the same datagrams
-    /// go out one by one in the same drain, none reported.
+    /// Empty datagrams after a run of equal ones (the reproduction: 100, 100, 0 counted three sent, two
+    /// arrived) reach the receiver, in order, through the real kernel.
+    @Test func emptyDatagramsAfterARunArrive() throws {
+        let (_, watcher, receiver, _) = try watcher()
+        let sizes = [100, 100, 0, 100, 0, 300, 300, 300, 0, 0, 7, 7, 0]
+        for (i, size) in sizes.enumerated() { try watcher.enqueue(payload(i, size: size)) }
+        runUntilDrained(watcher)
+        #expect(receiver.receive(sizes.count).map(\.count) == sizes)
+        #expect(receiver.pending().isEmpty)
+        #expect(watcher.counters.sent == sizes.count && watcher.counters.gsoSends > 0, "\(watcher.counters)")
+    }
+
+    /// EIO or EINVAL on a super-datagram (a route or device that cannot segment; this kernel falls back to
+    /// a software checksum, so the seam plays it): the same datagrams go out one by one in the same drain,
+    /// none reported; that destination gets no super-datagrams for a while, and the socket keeps
+    /// segmenting for others.
     @Test(arguments: [Errno.EIO, .EINVAL])
     func refusedSegmentationFallsBackToOneByOne(error: Errno) throws {
         let (_, watcher, receiver, recorder) = try watcher()
-        recorder.answer = { call in call == 1 ? .failed(error) : nil }
+        var refused = false
+        recorder.answer = { _, _, _ in
+            defer { refused = true }
+            return refused ? nil : .failed(error)
+        }
         var failures: [SendFailure] = []
         watcher.onError = { _, failure in failures.append(failure) }
         for i in 0..<20 { try watcher.enqueue(payload(i, size: 200)) }
         watcher.flush()
         #expect(failures.isEmpty)
-        #expect(!watcher.isSegmenting)
+        #expect(watcher.isSegmenting, "one refusal is about one path, not the socket")
         #expect(recorder.calls.map { $0.map(\.sizes.count) } == [[20], Array(repeating: 1, count: 20)])
         #expect(receiver.receive(20).map(sequence(of:)) == Array(0..<20))
-        let counters = watcher.counters
+        var counters = watcher.counters
         #expect(counters.segmentationFallbacks == 1 && counters.sent == 20 && counters.gsoSends == 0)
+        #expect(counters.segmentationDisabled == 0)
+        // The refused destination: one datagram per message until its limit expires.
+        recorder.calls.removeAll()
+        for i in 20..<30 { try watcher.enqueue(payload(i, size: 200)) }
+        watcher.flush()
+        #expect(recorder.calls.flatMap { $0 }.map(\.sizes.count) == Array(repeating: 1, count: 10))
+        #expect(receiver.receive(10).map(sequence(of:)) == Array(20..<30))
+        counters = watcher.counters
+        #expect(counters.segmentationFallbacks == 1 && counters.failed == 0)
         expectAccounted(watcher)
     }
 
-    /// A per-datagram error on a super-datagram is reported once for each datagram it carried.
-    @Test func failedSuperDatagramReportsEachDatagram() throws {
+    /// The same refusal on three destinations in a row, each accepting the datagrams one by one: the
+    /// device cannot segment, and segmentation goes off for the socket (counted); nothing is lost.
+    @Test func repeatedRefusalsTurnSegmentationOff() throws {
+        let loop = try EventLoop()
+        let peers = try (0..<4).map { _ in try Receiver() }
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.maxCallsPerDrain = 1_000
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: UDPSocket(family: .ipv4), configuration: configuration)
+        let recorder = Recorder()
+        recorder.install(on: watcher)
+        recorder.refuse = { offered, _ in offered.sizes.count > 1 ? .EIO : nil }
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+        for (index, peer) in peers.enumerated() {
+            for i in 0..<10 { try watcher.enqueue(payload(index * 10 + i, size: 200), to: peer.address) }
+            watcher.flush()
+            #expect(peer.receive(10).map(sequence(of:)) == Array(index * 10..<index * 10 + 10))
+            #expect(watcher.isSegmenting == (index < 2), "after \(index + 1) refusals")
+        }
+        let counters = watcher.counters
+        #expect(counters.segmentationFallbacks == 3 && counters.segmentationDisabled == 1, "\(counters)")
+        #expect(failures.isEmpty && counters.sent == 40)
+        expectAccounted(watcher)
+    }
+
+    /// The reproduction: two equal datagrams to port 0 (EINVAL before GSO is considered, as for a
+    /// reply to a spoofed source port), then 64 equal datagrams to a good receiver. The 2 fail with
+    /// EINVAL, the 64 arrive as one super-datagram, and segmentation stays on.
+    @Test func oneBadDestinationLeavesSegmentationOn() throws {
+        let loop = try EventLoop()
+        let receiver = try Receiver()
+        let watcher = try BatchedUDPWatcher(loop: loop, socket: UDPSocket(family: .ipv4))
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+        let portZero = SocketAddress(ipv4: 127, 0, 0, 1, port: 0)
+        for i in 0..<2 { try watcher.enqueue(payload(i, size: 100), to: portZero) }
+        for i in 2..<66 { try watcher.enqueue(payload(i, size: 100), to: receiver.address) }
+        runUntilDrained(watcher)
+        #expect(failures.map(\.sequence) == [0, 1] && failures.allSatisfy { $0.errno == .EINVAL }, "\(failures)")
+        #expect(receiver.receive(64).map(sequence(of:)) == Array(2..<66))
+        #expect(watcher.isSegmenting)
+        let counters = watcher.counters
+        #expect(counters.gsoSends == 1 && counters.segmentationDisabled == 0, "\(counters)")
+        expectAccounted(watcher)
+    }
+
+    /// A per-datagram error on a super-datagram: the run is sent again one by one, and each datagram that
+    /// the kernel refuses alone is reported once, with its own errno; the others arrive.
+    @Test func failedSuperDatagramReportsOnlyTheRefusedDatagrams() throws {
         let (_, watcher, receiver, recorder) = try watcher()
-        recorder.answer = { call in call == 1 ? .failed(.EHOSTUNREACH) : nil }
+        // The kernel refuses the super-datagram of 0...4, and then datagrams 1 and 3 alone.
+        recorder.refuse = { offered, first in offered.sizes.count > 1 && first == 0 || first == 1 || first == 3 ? .EPERM : nil }
         var failures: [SendFailure] = []
         watcher.onError = { _, failure in failures.append(failure) }
         for i in 0..<5 { try watcher.enqueue(payload(i, size: 100)) }
         for i in 5..<8 { try watcher.enqueue(payload(i, size: 300)) }
         watcher.flush()
-        #expect(failures.map(\.sequence) == [0, 1, 2, 3, 4])
-        #expect(failures.allSatisfy { $0.errno == .EHOSTUNREACH && $0.length == 100 })
-        #expect(receiver.receive(3).map(sequence(of:)) == [5, 6, 7])
+        #expect(failures.map(\.sequence) == [1, 3], "\(failures)")
+        #expect(failures.allSatisfy { $0.errno == .EPERM && $0.length == 100 }, "\(failures)")
+        #expect(receiver.receive(8).map(sequence(of:)) == [0, 2, 4, 5, 6, 7])
         #expect(watcher.isSegmenting, "a per-datagram error does not turn segmentation off")
-        #expect(watcher.counters.failedByErrno == [.EHOSTUNREACH: 5])
+        #expect(watcher.counters.segmentationFallbacks == 1)
         expectAccounted(watcher)
     }
 
