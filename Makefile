@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN = .build/release
 
-.PHONY: deps build test test-sanitizers demo soak bench clean
+.PHONY: deps build test test-sanitizers fuzz-build test-fuzz fuzz mutants demo soak bench clean
 
 # libev-dev for the libraries; iproute2 (ip, tc) for the tests that build private network namespaces.
 deps:
@@ -23,6 +23,7 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 	$(MAKE) test-sanitizers
+	$(MAKE) test-fuzz
 
 # The same suite under AddressSanitizer (leak checking on, minus the toolchain's own leaks listed in
 # Tests/Sanitizers/lsan.supp) and ThreadSanitizer, each in its own build folder. The ASan pass links
@@ -31,6 +32,29 @@ test-sanitizers: deps
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp:print_suppressions=0 \
 		$(SWIFT) test --sanitize=address --scratch-path .build-asan -Xswiftc -use-ld=lld
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+
+# libFuzzer targets (Fuzz/, a package of its own) for every parser of untrusted input. `make fuzz` runs each
+# for FUZZ_SECONDS (default 60), growing its corpus in .build/fuzz; `make test` replays the saved corpus
+# and the inputs that once crashed (Fuzz/Crashes), then fuzzes each for FUZZ_TEST_SECONDS (default 10).
+# The link uses the toolchain's lld: gold crashes on the fuzzer runtime's debug info.
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 10
+FUZZ_TOOLSET = Fuzz/.build/lld-toolset.json
+
+fuzz-build: deps
+	@mkdir -p Fuzz/.build
+	@echo '{ "schemaVersion": "1.0", "linker": { "path": "$(dir $(realpath $(shell command -v $(SWIFT))))ld.lld" } }' > $(FUZZ_TOOLSET)
+	$(SWIFT) build --package-path Fuzz --toolset $(CURDIR)/$(FUZZ_TOOLSET) -Xswiftc -sanitize=fuzzer,address
+
+test-fuzz: fuzz-build
+	./Scripts/fuzz.sh test $(FUZZ_TEST_SECONDS)
+
+fuzz: fuzz-build
+	./Scripts/fuzz.sh run $(FUZZ_SECONDS)
+
+# Puts the send path's old bugs back one at a time; the randomized tests must fail against each.
+mutants: deps
+	./Scripts/mutants.sh
 
 demo: deps
 	$(SWIFT) build -c release --product udp-blast
@@ -59,4 +83,4 @@ bench: deps
 	python3 Scripts/bench.py .build/ordo-one.md
 
 clean:
-	rm -rf .build .build-asan .build-tsan Benchmarks/.build
+	rm -rf .build .build-asan .build-tsan Benchmarks/.build Fuzz/.build

@@ -188,21 +188,17 @@ public final class BatchedUDPReader {
             }
             let segment = slots.segmentSize(slot)
             if let segment, segment < length { counters.mergedReceives += 1 }
-            let step = max(segment ?? length, 1)
-            var offset = 0
-            repeat {
-                let size = min(step, length - offset)
-                if size > limit {
+            for piece in MergedDatagrams(length: length, segmentSize: segment) {
+                if piece.length > limit {
                     counters.truncated += 1
-                    report(.truncated(sender: slots.sender(slot), size: size, limit: limit))
+                    report(.truncated(sender: slots.sender(slot), size: piece.length, limit: limit))
                 } else {
                     if slots.piecesFull { handOver() }
-                    slots.appendPiece(slot: slot, offset: offset, length: size)
+                    slots.appendPiece(slot: slot, offset: piece.offset, length: piece.length)
                     counters.datagrams += 1
-                    counters.bytes += size
+                    counters.bytes += piece.length
                 }
-                offset += size
-            } while offset < length
+            }
         }
         handOver()
     }

@@ -98,7 +98,8 @@ final class ReceiveSlots {
         var header = messages[slot].msg_hdr
         var control = cudp_cmsg_firsthdr(&header)
         while let current = control {
-            if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_GRO) {
+            if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_GRO)
+                && current.pointee.cmsg_len >= cudp_cmsg_len(MemoryLayout<Int32>.size) {
                 let size = Int(UnsafeRawPointer(cudp_cmsg_data(current)).loadUnaligned(as: Int32.self))
                 return size > 0 ? size : nil
             }

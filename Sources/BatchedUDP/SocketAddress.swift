@@ -117,10 +117,12 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Reads a `sockaddr` filled by the kernel or C code (`recvfrom`, `getsockname`...), for interop.
-    /// Returns nil for families other than IPv4 and IPv6, or a `length` too short for the family.
+    /// Returns nil for families other than IPv4 and IPv6, or a `length` too short for the family. Reads
+    /// at most `length` bytes, at any alignment.
     /// Cost: a copy of at most 28 bytes; any thread.
     public init?(_ address: UnsafeRawPointer, length: socklen_t) {
-        switch Int32(address.load(as: sockaddr.self).sa_family) {
+        guard length >= MemoryLayout<sa_family_t>.size else { return nil }
+        switch Int32(address.loadUnaligned(as: sa_family_t.self)) {
         case AF_INET where length >= MemoryLayout<sockaddr_in>.size:
             storage = .v4(address.loadUnaligned(as: sockaddr_in.self))
         case AF_INET6 where length >= MemoryLayout<sockaddr_in6>.size:

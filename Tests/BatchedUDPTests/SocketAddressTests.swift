@@ -1,4 +1,5 @@
 @testable import BatchedUDP
+import Glibc
 import Testing
 
 @Suite struct SocketAddressTests {
@@ -49,5 +50,20 @@ import Testing
             #expect(copy == address)
             #expect(copy?.hashValue == address.hashValue)
         }
+    }
+
+    /// Found by the fuzzer (Fuzz/Crashes): a sockaddr shorter than its header, or at an odd address, was
+    /// read as a whole aligned `sockaddr` (16 bytes) whatever its length.
+    @Test func readsOnlyTheBytesItIsGivenAtAnyAlignment() throws {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: 64)
+        buffer.storeBytes(of: UInt8(AF_INET6), toByteOffset: 3, as: UInt8.self)
+        #expect(SocketAddress(UnsafeRawPointer(buffer + 3), length: 1) == nil)
+        #expect(SocketAddress(UnsafeRawPointer(buffer + 3), length: 0) == nil)
+        let address = try SocketAddress(parsing: "[2001:db8::5]:443")
+        address.withSockAddr { sockaddr, length in (buffer + 3).copyMemory(from: sockaddr, byteCount: Int(length)) }
+        #expect(SocketAddress(UnsafeRawPointer(buffer + 3), length: socklen_t(MemoryLayout<sockaddr_in6>.size)) == address)
+        #expect(SocketAddress(UnsafeRawPointer(buffer + 3), length: socklen_t(MemoryLayout<sockaddr_in6>.size - 1)) == nil)
     }
 }

@@ -1,0 +1,59 @@
+// libFuzzer entry: what the reader parses out of a received message, with every field as the kernel
+// (or a bug) could leave it: `msg_len` (MSG_TRUNC makes it the datagram's real length), `msg_flags`,
+// `msg_controllen` and the control buffer's bytes (the UDP_GRO segment size, or garbage). The parser
+// must stay inside the control buffer; the split of a merged receive must cover the payload exactly,
+// in pieces of at most the segment size, none empty unless the datagram is.
+@testable import BatchedUDP
+import CUDPShims
+import Glibc
+
+/// One slot with a control buffer, as a GRO reader has (created on first use).
+enum Fixture {
+    nonisolated(unsafe) static let slots = ReceiveSlots(count: 1, slotSize: ReceiveSlots.mergedSlotSize, merges: true)
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+func fuzzReceivedMessage(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    let input = UnsafeRawBufferPointer(start: start, count: count)
+    guard input.count >= 9 else { return 0 }
+    let length = Int(input.loadUnaligned(as: UInt32.self)) & 0x1_FFFF        // up to 128 KiB
+    let flags = input[4]
+    let controlLength = Int(input[5])
+    let control = UnsafeRawBufferPointer(rebasing: input[6...])
+
+    let slots = Fixture.slots
+    slots.prepare(1)
+    let message = slots.messages
+    let space = message.pointee.msg_hdr.msg_controllen
+    let buffer = message.pointee.msg_hdr.msg_control!
+    buffer.initializeMemory(as: UInt8.self, repeating: 0, count: space)
+    buffer.copyMemory(from: control.baseAddress!, byteCount: min(control.count, space))
+    message.pointee.msg_hdr.msg_controllen = min(controlLength, space)
+    message.pointee.msg_len = UInt32(length)
+    message.pointee.msg_hdr.msg_flags = (flags & 1 != 0 ? Int32(MSG_TRUNC) : 0) | (flags & 2 != 0 ? Int32(MSG_CTRUNC) : 0)
+
+    let segment = slots.segmentSize(0)
+    if let segment { precondition(segment > 0, "a segment size of \(segment)") }
+    var covered = 0, pieces = 0
+    for piece in MergedDatagrams(length: length, segmentSize: segment) {
+        precondition(piece.offset == covered, "piece at \(piece.offset) after \(covered) bytes")
+        precondition(piece.length <= (segment ?? length), "a piece of \(piece.length) bytes for segments of \(segment ?? length)")
+        precondition(piece.length > 0 || length == 0, "an empty piece in a \(length)-byte receive")
+        covered += piece.length
+        pieces += 1
+    }
+    precondition(covered == length, "pieces cover \(covered) of \(length) bytes")
+    precondition(pieces <= max(1, (length + (segment ?? max(length, 1)) - 1) / (segment ?? max(length, 1))), "\(pieces) pieces")
+    return 0
+}
+
+// The executable's main (SwiftPM names it with --defsym) starts libFuzzer's driver, as its own main would.
+@_silgen_name("LLVMFuzzerRunDriver")
+func runFuzzerDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+                     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
+
+var argumentCount = CommandLine.argc
+var arguments = CommandLine.unsafeArgv
+exit(runFuzzerDriver(&argumentCount, &arguments) { data, size in
+    fuzzReceivedMessage(data.map(UnsafeRawPointer.init) ?? UnsafeRawPointer(bitPattern: 1)!, size)
+})

@@ -1,0 +1,34 @@
+"""Puts one old bug back into a copy of the package (see Scripts/mutants.sh)."""
+import sys
+
+root, mutant = sys.argv[1], sys.argv[2]
+sources = root + "/Sources/BatchedUDP/"
+
+
+def patch(name, old, new):
+    path = sources + name
+    text = open(path).read()
+    if old not in text:
+        sys.exit(f"mutant {mutant}: the code it changes is gone from {name}; update Scripts/mutate.py")
+    open(path, "w").write(text.replace(old, new))
+
+
+if mutant == "1":
+    patch("SegmentedBatch.swift", "guard length > 0, length <= size", "guard length <= size")
+elif mutant == "2":
+    patch("BatchedUDPWatcher+Drain.swift",
+          "            tally.segmentationFallbacks += 1\n            singlesAtHead = run",
+          "            tally.segmentationFallbacks += 1\n"
+          "            if error == .EIO || error == .EINVAL { self.segmented = nil; tally.segmentationDisabled += 1 }\n"
+          "            singlesAtHead = run")
+elif mutant == "3":
+    patch("BatchedUDPWatcher+Drain.swift",
+          "        } else if run > 1, let segmented {",
+          "        } else if run > 1 && ![.EIO, .EINVAL, .EMSGSIZE].contains(error) {\n"
+          "            for _ in 0..<run { failHead(error) }\n"
+          "        } else if run > 1, let segmented {")
+    patch("BatchedUDPWatcher+Drain.swift",
+          "        } else if error.mayBeSocketsPendingError {",
+          "        } else if false && error.mayBeSocketsPendingError {")
+else:
+    sys.exit(f"unknown mutant {mutant}")
