@@ -169,9 +169,11 @@ public final class UDPSocket {
     /// With it on, Linux reports a datagram its queueing discipline or driver dropped as ENOBUFS, which a
     /// ``BatchedUDPWatcher`` retries; with it off (the default) such a drop is silent and counted only in
     /// the kernel's SndbufErrors. It also queues ICMP errors (port or host unreachable) for unconnected
-    /// sockets: ``BatchedUDPReader`` reports them as ``ReceiveProblem/deliveryError(_:destination:)`` and
-    /// the watcher counts them, and each sets a pending error that the next send on the socket meets
-    /// (reported for the datagram at the head, as ECONNREFUSED for example).
+    /// sockets: a reading ``BatchedUDPReader`` on this socket reports each as
+    /// ``ReceiveProblem/deliveryError(_:destination:)``, otherwise the watcher reports it as
+    /// ``SocketProblem/deliveryError(_:destination:)``. Each also sets a pending error that the next send
+    /// meets whatever it carries; the watcher reports that as ``SocketProblem/pendingError(_:)`` and sends
+    /// the datagram again.
     /// - Throws: ``SocketError`` naming the option and errno.
     public func setReceivesErrors(_ on: Bool) throws(SocketError) {
         let value: Int32 = on ? 1 : 0
