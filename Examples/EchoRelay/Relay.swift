@@ -145,6 +145,7 @@ final class RelayService: Service {
             let logger = worker.logger
             session.reader.onProblem = { _, problem in logger.debug("session \(client): \(problem)") }
             session.watcher.onError = { _, failure in logger.debug("to upstream for \(client): \(failure)") }
+            session.watcher.onSocketProblem = { _, problem in logger.debug("session \(client): \(problem)") }
             session.reader.start()
             sessions[client] = session
             logger.debug("relay: session for \(client) opened on local \((try? socket.localAddress)?.description ?? "?")")

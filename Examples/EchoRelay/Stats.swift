@@ -15,6 +15,9 @@ struct Stats {
     var truncated = 0
     /// recvmmsg errors (ICMP errors included).
     var receiveErrors = 0
+    /// Errors a watcher's socket reported for earlier datagrams (pending errors, error-queue entries);
+    /// no datagram was dropped for them.
+    var socketErrors = 0
     /// Relay: datagrams from new clients refused because --max-sessions sessions exist.
     var refused = 0
     /// Relay: datagrams on a session socket from someone other than the upstream.
@@ -35,6 +38,7 @@ struct Stats {
         sent += watcher.sent
         sentBytes += watcher.sentBytes
         sendFailed += watcher.failed
+        socketErrors += watcher.pendingErrors + watcher.deliveryErrors
         queued += watcher.queued
     }
 
@@ -48,6 +52,7 @@ struct Stats {
         sendFailed += other.sendFailed
         truncated += other.truncated
         receiveErrors += other.receiveErrors
+        socketErrors += other.socketErrors
         refused += other.refused
         foreign += other.foreign
         queued += other.queued
@@ -61,13 +66,13 @@ struct Stats {
             + " | out \(rate(sent, previous.sent))/s (total \(sent) datagrams, \(sentBytes) bytes)"
             + " | drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
             + " receive_errors=\(receiveErrors) refused=\(refused) foreign=\(foreign)"
-            + " | queued \(queued) | sessions \(sessions)"
+            + " | socket_errors=\(socketErrors) | queued \(queued) | sessions \(sessions)"
     }
 
     /// The final totals, as one line.
     var totals: String {
         "received \(received) datagrams (\(receivedBytes) bytes), sent \(sent) (\(sentBytes) bytes);"
             + " drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
-            + " receive_errors=\(receiveErrors) refused=\(refused) foreign=\(foreign); queued \(queued); sessions \(sessions)"
+            + " receive_errors=\(receiveErrors) refused=\(refused) foreign=\(foreign); socket_errors=\(socketErrors); queued \(queued); sessions \(sessions)"
     }
 }

@@ -66,6 +66,7 @@ final class Worker {
         let logger = self.logger
         reader.onProblem = { _, problem in logger.debug("\(problem)") }
         watcher.onError = { _, failure in logger.debug("\(failure)") }
+        watcher.onSocketProblem = { _, problem in logger.debug("\(problem)") }
         reader.start()
         return Endpoint(socket: socket, reader: reader, watcher: watcher)
     }

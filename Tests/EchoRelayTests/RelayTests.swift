@@ -35,6 +35,30 @@ import TestSupport
         #expect(relay.log.contains("sessions 20"))
     }
 
+    /// An upstream that is down answers with ICMP port unreachable, which leaves a pending error on the
+    /// session socket: its reader meets it (receive_errors) or, if a send comes first, its watcher does
+    /// (socket_errors) and still sends the datagram. Either way no client datagram is dropped for
+    /// another datagram's error.
+    @Test func deadUpstreamCostsNoClientDatagram() throws {
+        let placeholder = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let dead = try placeholder.localAddress
+        try placeholder.close()
+        let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", dead.description, "--log-level", "debug"])
+        let client = try client(of: relay)
+        for i in 0..<4 {
+            send([UInt8(i)], from: client)
+            usleep(30_000)  // the ICMP error comes back before the next datagram
+        }
+        #expect(relay.stop() == 0)
+        let totals = relay.log.components(separatedBy: "final totals").last ?? ""
+        func figure(_ name: String) -> Int? {
+            guard let range = totals.range(of: "\(name)=") else { return nil }
+            return Int(totals[range.upperBound...].prefix { $0.isNumber })
+        }
+        #expect(figure("send_failed") == 0, "\(totals)")
+        #expect((figure("receive_errors") ?? 0) + (figure("socket_errors") ?? 0) == 3, "\(totals)")
+    }
+
     /// Session sockets are connected to the upstream, so a datagram from anyone else is never relayed.
     @Test func strangerAtASessionSocketNeverReachesTheClient() throws {
         let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
