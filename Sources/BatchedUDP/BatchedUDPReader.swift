@@ -111,14 +111,18 @@ public final class BatchedUDPReader {
 
     /// Starts reading (EV_READ). Does nothing if reading, or once the socket has been closed.
     public func start() {
+        #if DEBUG
         loop.assertOnLoopThread("BatchedUDPReader.start()")
+        #endif
         guard !socketClosed else { return }
         readWatcher.start()
     }
 
     /// Stops reading; datagrams wait in the socket's receive buffer. Safe inside the handler.
     public func stop() {
+        #if DEBUG
         loop.assertOnLoopThread("BatchedUDPReader.stop()")
+        #endif
         readWatcher.stop()
     }
 

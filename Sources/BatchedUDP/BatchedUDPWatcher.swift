@@ -306,11 +306,14 @@ public final class BatchedUDPWatcher {
         updateSelfRetain()
     }
 
-    /// The checks every public entry point makes: loop-thread confinement (debug builds only) and no
-    /// reentry from an `enqueue(writingWith:)` body (one load and branch).
+    /// The checks every public entry point makes: loop-thread confinement (debug builds only: the call
+    /// into Libev is compiled out here, since a call across modules is not free) and no reentry from an
+    /// `enqueue(writingWith:)` body (one load and branch).
     @inline(__always)
     func checkEntry(_ entry: StaticString) {
+        #if DEBUG
         loop.assertOnLoopThread("BatchedUDPWatcher.\(entry)")
+        #endif
         precondition(!isWritingSlot, "BatchedUDPWatcher.\(entry) called from inside an enqueue(writingWith:) body on the same watcher: the slot being written is not queued yet; finish the body first")
     }
 
