@@ -44,7 +44,8 @@ FUZZ_TOOLSET = Fuzz/.build/lld-toolset.json
 fuzz-build: deps
 	@mkdir -p Fuzz/.build
 	@echo '{ "schemaVersion": "1.0", "linker": { "path": "$(dir $(realpath $(shell command -v $(SWIFT))))ld.lld" } }' > $(FUZZ_TOOLSET)
-	$(SWIFT) build --package-path Fuzz --toolset $(CURDIR)/$(FUZZ_TOOLSET) -Xswiftc -sanitize=fuzzer,address
+	$(SWIFT) build --package-path Fuzz --toolset $(CURDIR)/$(FUZZ_TOOLSET) -Xswiftc -sanitize=fuzzer,address \
+		-Xcc -fsanitize=fuzzer-no-link,address
 
 test-fuzz: fuzz-build
 	./Scripts/fuzz.sh test $(FUZZ_TEST_SECONDS)

@@ -10,6 +10,9 @@ public enum BatchedUDPError: Error, Sendable, Equatable, CustomStringConvertible
     case addressFamilyMismatch(destination: SocketAddress, socket: SocketAddress.Family)
     /// The socket is not connected, so every datagram needs a destination.
     case destinationRequired
+    /// ``SendMetadata/source`` is not of the destination's family (an IPv6 source for an IPv4
+    /// destination, or the other way round); `destination` is nil for the connected peer.
+    case sourceFamilyMismatch(source: SocketAddress, destination: SocketAddress?)
     /// The watcher is closed or closing.
     case closed
     /// A configuration field is out of range; the text names it.
@@ -25,6 +28,8 @@ public enum BatchedUDPError: Error, Sendable, Equatable, CustomStringConvertible
             return "datagram of \(size) bytes exceeds the limit of \(limit) bytes (slot size or UDP maximum)"
         case let .addressFamilyMismatch(destination, family):
             return "cannot send to \(destination) from an \(family) socket"
+        case let .sourceFamilyMismatch(source, destination):
+            return "cannot send from \(source.host) to \(destination.map(String.init(describing:)) ?? "the connected peer"): the source must be of the destination's family"
         case .destinationRequired:
             return "the socket is not connected: give each datagram a destination, or connect the socket before registering it"
         case .closed:

@@ -1,4 +1,5 @@
 internal import CUDPShims
+internal import Glibc
 public import Libev
 
 /// Reads datagrams from a UDP socket with `recvmmsg(2)` when the loop reports it readable, and hands
@@ -35,6 +36,12 @@ public final class BatchedUDPReader {
         /// back by the segment size the kernel reports, so the handler sees the same datagrams as without
         /// GRO, at a fraction of the receive cost. Each slot then holds 64 KiB. Default false.
         public var gro = false
+        /// Per-datagram metadata to ask the kernel for; none by default (then the reader costs what it
+        /// did without metadata). Each kind adds a socket option at creation and control messages to
+        /// parse per receive; every slot's control buffer holds every kind at once, plus UDP_GRO.
+        public var metadata: Metadata = []
+        /// Tests shrink the control buffers to make the kernel truncate them (MSG_CTRUNC).
+        var controlSpaceForTests: Int? = nil
 
         /// The defaults above.
         public init() {}
@@ -50,6 +57,23 @@ public final class BatchedUDPReader {
                 throw .invalidConfiguration("maxCallsPerEvent must be at least 1, got \(maxCallsPerEvent)")
             }
         }
+    }
+
+    /// Per-datagram metadata a reader can ask the kernel for (``Configuration/metadata``).
+    public struct Metadata: OptionSet, Sendable, Hashable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+
+        /// The local address each datagram was sent to and the interface it came in on (IP_PKTINFO,
+        /// IPV6_RECVPKTINFO; both on a dual-stack socket): ``ReceivedDatagram/destination``,
+        /// ``ReceivedDatagram/interfaceIndex``. What a server on a wildcard address needs to answer from
+        /// the right address (``BatchedUDPWatcher/enqueue(_:replyingTo:)``).
+        public static let destination = Metadata(rawValue: 1 << 0)
+        /// The ECN codepoint (IP_RECVTOS, IPV6_RECVTCLASS; both on a dual-stack socket):
+        /// ``ReceivedDatagram/ecn``.
+        public static let ecn = Metadata(rawValue: 1 << 1)
+        /// The kernel's receive time (SO_TIMESTAMPNS): ``ReceivedDatagram/receiveTime``.
+        public static let receiveTime = Metadata(rawValue: 1 << 2)
     }
 
     /// Called on the loop thread once per `recvmmsg` call that delivered at least one whole datagram.
@@ -92,12 +116,20 @@ public final class BatchedUDPReader {
         self.configuration = configuration
         self.handler = handler
         fd = socket.fileDescriptor
-        if configuration.gro {
-            do throws(SocketError) { try socket.setOption(Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_GRO), 1, "UDP_GRO") } catch { throw .socket(error) }
+        var localPort: UInt16 = 0
+        do throws(SocketError) {
+            if configuration.gro { try socket.setOption(Int32(CUDP_SOL_UDP), Int32(CUDP_UDP_GRO), 1, "UDP_GRO") }
+            try BatchedUDPReader.enable(configuration.metadata, on: socket)
+            if configuration.metadata.contains(.destination) { localPort = try socket.localAddress.port }
+        } catch {
+            throw .socket(error)
         }
         slots = ReceiveSlots(count: configuration.batchSize,
                              slotSize: configuration.gro ? ReceiveSlots.mergedSlotSize : configuration.maxDatagramSize,
-                             merges: configuration.gro)
+                             merges: configuration.gro,
+                             controlSpace: configuration.controlSpaceForTests
+                                ?? (configuration.metadata.isEmpty ? nil : cudp_received_control_space()))
+        slots.localPort = localPort
         do {
             readWatcher = try IOWatcher(loop: loop, fileDescriptor: fd, events: .read) { [unowned self] _, events in
                 withExtendedLifetime(self) { self.readable(events) }
@@ -107,6 +139,26 @@ public final class BatchedUDPReader {
         }
         readWatcher.keepsLoopAlive = configuration.keepsLoopAlive
         socket.register(self)
+    }
+
+    /// Turns on the socket options behind `metadata`, for the socket's family (both families' on a
+    /// dual-stack socket, whose IPv4 datagrams carry IPv4 control messages).
+    private static func enable(_ metadata: Metadata, on socket: UDPSocket) throws(SocketError) {
+        guard !metadata.isEmpty else { return }
+        let ipv6 = socket.family == .ipv6
+        var ipv4 = !ipv6
+        if ipv6 { ipv4 = !(try socket.isIPv6Only) }
+        if metadata.contains(.destination) {
+            if ipv6 { try socket.setOption(Int32(IPPROTO_IPV6), IPV6_RECVPKTINFO, 1, "IPV6_RECVPKTINFO") }
+            if ipv4 { try socket.setOption(Int32(IPPROTO_IP), IP_PKTINFO, 1, "IP_PKTINFO") }
+        }
+        if metadata.contains(.ecn) {
+            if ipv6 { try socket.setOption(Int32(IPPROTO_IPV6), IPV6_RECVTCLASS, 1, "IPV6_RECVTCLASS") }
+            if ipv4 { try socket.setOption(Int32(IPPROTO_IP), IP_RECVTOS, 1, "IP_RECVTOS") }
+        }
+        if metadata.contains(.receiveTime) {
+            try socket.setOption(SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS")
+        }
     }
 
     /// Starts reading (EV_READ). Does nothing if reading, or once the socket has been closed.
@@ -189,6 +241,12 @@ public final class BatchedUDPReader {
                 counters.truncated += 1
                 report(.truncated(sender: slots.sender(slot), size: length, limit: limit))
                 continue
+            }
+            slots.parseControl(slot)
+            if slots.isControlTruncated(slot) {
+                counters.controlTruncated += 1
+                report(.controlTruncated(sender: slots.sender(slot), size: length, dropped: slots.merges))
+                if slots.merges { continue }
             }
             let segment = slots.segmentSize(slot)
             if let segment, segment < length { counters.mergedReceives += 1 }

@@ -65,8 +65,9 @@ extension BatchedUDPWatcher {
 
     // MARK: Enqueue helpers
 
-    /// Checks state, destination and size; returns the destination as it will be written to the slot.
-    func resolve(_ destination: SocketAddress?, length: Int) throws(BatchedUDPError) -> SocketAddress? {
+    /// Checks state, destination, metadata and size; returns the destination as it will be written to
+    /// the slot.
+    func resolve(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) -> SocketAddress? {
         guard state == .open else { throw .closed }
         var target = destination
         if let destination {
@@ -77,6 +78,12 @@ extension BatchedUDPWatcher {
             }
         } else if !isConnected {
             throw .destinationRequired
+        }
+        if let source = metadata?.source {
+            let ipv4 = destination?.isIPv4OnTheWire ?? connectedPeerIsIPv4
+            guard (source.ipv4Unmapped ?? source).family == (ipv4 ? .ipv4 : .ipv6) else {
+                throw .sourceFamilyMismatch(source: source, destination: destination)
+            }
         }
         let limit = min(ring.slotSize, (destination?.family ?? socket.family).maxUDPPayload)
         guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
@@ -89,8 +96,13 @@ extension BatchedUDPWatcher {
     }
 
     /// Queues the tail slot, updates counters and marks, and makes sure a drain will run.
-    func commit(length: Int, destination: SocketAddress?) -> Int {
+    func commit(length: Int, destination: SocketAddress?, metadata: SendMetadata?) -> Int {
         ring.commitTail(length: length, destination: destination)
+        if var metadata, !metadata.isEmpty {
+            if isECNRefused { metadata.ecn = nil }
+            if let source = metadata.source { metadata.source = source.ipv4Unmapped ?? source }
+            ring.attachMetadata(metadata, ipv4: destination.map { $0.isIPv4OnTheWire } ?? connectedPeerIsIPv4)
+        }
         let sequence = tally.enqueued
         tally.enqueued += 1
         tally.peakQueued = max(tally.peakQueued, ring.count)
@@ -225,6 +237,10 @@ extension BatchedUDPWatcher {
                     headRetry = nil
                     if retry.sequence == headSequence { headWentThrough(after: retry) }
                 }
+                if let sequence = ecnRetry {
+                    ecnRetry = nil
+                    if sequence == headSequence { ecnWasRefused() }
+                }
                 var datagrams = sent
                 if let segmented {
                     let carried = segmented.datagrams(inFirst: sent)
@@ -274,6 +290,15 @@ extension BatchedUDPWatcher {
     private func headRefused(_ error: Errno) {
         let sequence = headSequence
         let run = segmented?.datagrams(inMessage: 0) ?? 1
+        if (error == .EIO || error == .EINVAL) && run == 1 && !isECNRefused && ecnRetry != sequence && ring.headCarriesECN {
+            // Some drivers and kernels refuse the ECN control message (quinn-rs/quinn PR 2719): offer
+            // the datagram again without it, and stop sending ECN if it then goes out.
+            ecnRetryCodepoint = ring.metadata(at: 0)?.ecn
+            ring.removeHeadECN()
+            ecnRetry = sequence
+            singlesAtHead = max(singlesAtHead, 1)  // alone, so the answer is about this datagram only
+            return
+        }
         if let retry = headRetry, retry.sequence == sequence {
             if !retry.immediate && error.mayBeSocketsPendingError && run == 1 {
                 headRetry = HeadRetry(sequence: sequence, errno: error, refusedRun: false)
@@ -309,6 +334,14 @@ extension BatchedUDPWatcher {
     private func headWentThrough(after retry: HeadRetry) {
         guard retry.errno.mayBeSocketsPendingError, !retry.refusedRun else { return }
         reportPendingError(retry.errno)
+    }
+
+    /// The head went out once its ECN message was dropped: this socket's path refuses ECN. Queued
+    /// datagrams lose theirs too, and later ones are enqueued without.
+    private func ecnWasRefused() {
+        isECNRefused = true
+        ring.removeECN()
+        tally.ecnFallbacks += 1
     }
 
     private func reportPendingError(_ error: Errno) {
@@ -348,8 +381,13 @@ extension BatchedUDPWatcher {
 
     /// Removes the head datagram and records its failure.
     func failHead(_ error: Errno) {
-        let failure = SendFailure(sequence: headSequence, errno: error,
-                                  destination: ring.destination(at: 0), length: ring.length(at: 0))
+        var metadata = ring.metadata(at: 0)
+        if ecnRetry == headSequence, let ecn = ecnRetryCodepoint {
+            // Its ECN message was dropped for a second try that failed all the same: report it as enqueued.
+            metadata = SendMetadata(source: metadata?.source, interfaceIndex: metadata?.interfaceIndex, ecn: ecn)
+        }
+        let failure = SendFailure(sequence: headSequence, errno: error, destination: ring.destination(at: 0),
+                                  length: ring.length(at: 0), metadata: metadata)
         if singlesAtHead > 0 {
             refusedRun?.anyFailed = true
             if error == refusedRun?.errno { refusedRun?.failedWithSameErrno = true }
@@ -369,6 +407,7 @@ extension BatchedUDPWatcher {
         closeTimer?.stop()
         closeTimer = nil
         headRetry = nil
+        ecnRetry = nil
         refusedRun = nil
         singlesAtHead = 0
         while !ring.isEmpty { failHead(error) }

@@ -71,6 +71,9 @@ public final class BatchedUDPWatcher {
     let isConnected: Bool
     /// An IPv6 socket without IPV6_V6ONLY also reaches IPv4 destinations (as ::ffff:a.b.c.d).
     let reachesIPv4: Bool
+    /// Whether the connected peer (if any) is reached over IPv4, which decides the family of its
+    /// metadata control messages.
+    let connectedPeerIsIPv4: Bool
     let highWaterMark: Configuration.WaterMark
     let lowWaterMark: Configuration.WaterMark
 
@@ -104,6 +107,13 @@ public final class BatchedUDPWatcher {
     var segmentationStrikes = 0
     /// Loop time of the first ENOBUFS back-off since the last datagram the kernel took.
     var noBufferSince: Double?
+    /// The kernel refused a datagram with an ECN control message and took it without one: ECN is no
+    /// longer sent on this socket.
+    var isECNRefused = false
+    /// The head datagram whose ECN message was dropped after EIO/EINVAL, to see whether it goes out now.
+    var ecnRetry: Int?
+    /// The ECN codepoint that head datagram was enqueued with, for its failure report.
+    var ecnRetryCodepoint: ECN?
     /// True while an `enqueue(writingWith:)` body holds the tail slot.
     @exclusivity(unchecked) var isWritingSlot = false
     /// Tests replace `sendmmsg` here to script what loopback cannot produce; nil (the real call) otherwise.
@@ -123,7 +133,9 @@ public final class BatchedUDPWatcher {
         do throws(SocketError) {
             let checked = try UDPSocket(adopting: fd)
             if try !checked.isNonBlocking { try checked.setNonBlocking(true) }
-            isConnected = try checked.remoteAddress != nil
+            let peer = try checked.remoteAddress
+            isConnected = peer != nil
+            connectedPeerIsIPv4 = peer?.isIPv4OnTheWire ?? false
             let ipv6Only = try checked.isIPv6Only
             reachesIPv4 = socket.family == .ipv4 || !ipv6Only
         } catch {
@@ -166,6 +178,10 @@ public final class BatchedUDPWatcher {
         socket.register(self)
     }
 
+    /// Whether datagrams enqueued with an ``SendMetadata/ecn`` carry it: true until the kernel refuses
+    /// one with EIO or EINVAL and then takes it without (``SendCounters/ecnFallbacks``).
+    public var isSendingECN: Bool { !isECNRefused }
+
     /// Whether queued runs go out as GSO super-datagrams now: ``Configuration/segmentation`` is
     /// `.automatic`, the kernel supports it, and it has not been turned off after repeated refusals
     /// (``SendCounters/segmentationDisabled``).
@@ -191,47 +207,65 @@ public final class BatchedUDPWatcher {
 
     /// Queues a copy of `bytes` as one datagram.
     ///
-    /// - Parameter destination: where it goes; nil for the connected peer. An IPv4 destination on a
-    ///   dual-stack IPv6 socket is sent as an IPv4-mapped address.
+    /// - Parameters:
+    ///   - destination: where it goes; nil for the connected peer. An IPv4 destination on a dual-stack
+    ///     IPv6 socket is sent as an IPv4-mapped address.
+    ///   - metadata: the source address to send from, the interface, the ECN codepoint; nil for none.
+    ///     Datagrams are coalesced into a GSO super-datagram only with others of equal metadata.
     /// - Returns: the datagram's sequence number (0, 1, 2... per watcher), as ``SendFailure/sequence`` reports it.
     /// - Throws: ``BatchedUDPError`` (`closed`, `destinationRequired`, `addressFamilyMismatch`,
-    ///   `messageTooLarge`, `queueFull`); then nothing was queued.
+    ///   `sourceFamilyMismatch`, `messageTooLarge`, `queueFull`); then nothing was queued.
     /// - Cost: one copy into a preallocated slot; no allocation, no syscall (the send happens at the end of
-    ///   the loop iteration, in a prepare watcher). From a prepare or check watcher of your own, call
+    ///   the loop iteration, in a prepare watcher); metadata adds its control messages (at most 64 bytes,
+    ///   in an area allocated once, on first use). From a prepare or check watcher of your own, call
     ///   ``flush()`` afterwards: libev does not run a prepare watcher started there before it next blocks.
     @discardableResult
-    public func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
-        checkEntry("enqueue(_:to:)")
-        let target = try resolve(destination, length: bytes.count)
+    public func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil) throws(BatchedUDPError) -> Int {
+        checkEntry("enqueue(_:to:metadata:)")
+        let target = try resolve(destination, length: bytes.count, metadata: metadata)
         guard ring.canAccept(length: bytes.count) else { throw reject() }
         if bytes.count > 0 { ring.tailPayload.copyMemory(from: bytes) }
-        return commit(length: bytes.count, destination: target)
+        return commit(length: bytes.count, destination: target, metadata: metadata)
     }
 
-    /// Queues a copy of `bytes` as one datagram. See ``enqueue(_:to:)-(UnsafeRawBufferPointer,_)``.
+    /// Queues a copy of `bytes` as one datagram.
+    /// See ``enqueue(_:to:metadata:)-(UnsafeRawBufferPointer,_,_)``.
     @discardableResult
-    public func enqueue(_ bytes: [UInt8], to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
+    public func enqueue(_ bytes: [UInt8], to destination: SocketAddress? = nil, metadata: SendMetadata? = nil) throws(BatchedUDPError) -> Int {
         let result = bytes.withUnsafeBytes { raw in
-            Result { () throws(BatchedUDPError) -> Int in try enqueue(raw, to: destination) }
+            Result { () throws(BatchedUDPError) -> Int in try enqueue(raw, to: destination, metadata: metadata) }
         }
         return try result.get()
     }
 
-    /// Queues several buffers, concatenated, as ONE datagram (the gather of `sendmsg`'s iovec).
-    /// - Throws: as ``enqueue(_:to:)-(UnsafeRawBufferPointer,_)``, with the total length checked.
+    /// Queues a copy of `bytes` as the answer to `datagram`: to its sender, from the local address it
+    /// was sent to (when the reader reports destinations, ``BatchedUDPReader/Metadata/destination``), so a
+    /// server on a wildcard address answers from the address each client contacted.
+    /// - Throws: as ``enqueue(_:to:metadata:)-(UnsafeRawBufferPointer,_,_)``.
+    /// - Cost: as that form; the source goes in the slot's control area.
     @discardableResult
-    public func enqueue(gathering buffers: some Collection<UnsafeRawBufferPointer>, to destination: SocketAddress? = nil) throws(BatchedUDPError) -> Int {
-        checkEntry("enqueue(gathering:to:)")
+    public func enqueue(_ bytes: UnsafeRawBufferPointer, replyingTo datagram: ReceivedDatagram) throws(BatchedUDPError) -> Int {
+        guard let sender = datagram.sender else { throw .destinationRequired }
+        let source = datagram.replySource
+        return try enqueue(bytes, to: sender, metadata: source.map { SendMetadata(source: $0) })
+    }
+
+    /// Queues several buffers, concatenated, as ONE datagram (the gather of `sendmsg`'s iovec).
+    /// - Throws: as ``enqueue(_:to:metadata:)-(UnsafeRawBufferPointer,_,_)``, with the total length checked.
+    @discardableResult
+    public func enqueue(gathering buffers: some Collection<UnsafeRawBufferPointer>, to destination: SocketAddress? = nil,
+                        metadata: SendMetadata? = nil) throws(BatchedUDPError) -> Int {
+        checkEntry("enqueue(gathering:to:metadata:)")
         var length = 0
         for buffer in buffers { length += buffer.count }
-        let target = try resolve(destination, length: length)
+        let target = try resolve(destination, length: length, metadata: metadata)
         guard ring.canAccept(length: length) else { throw reject() }
         var slot = ring.tailPayload
         for buffer in buffers where buffer.count > 0 {
             slot.copyMemory(from: buffer)
             slot = UnsafeMutableRawBufferPointer(rebasing: slot[buffer.count...])
         }
-        return commit(length: length, destination: target)
+        return commit(length: length, destination: target, metadata: metadata)
     }
 
     /// Queues a datagram written in place: `body` gets the free slot (``Configuration/maxDatagramSize``
@@ -243,9 +277,10 @@ public final class BatchedUDPWatcher {
     /// - Precondition: `body` returns a length between 0 and the slot's size, and does not call
     ///   `enqueue`, ``flush()`` or `close` on this watcher (the slot it writes is not queued yet).
     @discardableResult
-    public func enqueue(to destination: SocketAddress? = nil, writingWith body: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
-        checkEntry("enqueue(to:writingWith:)")
-        let target = try resolve(destination, length: 0)
+    public func enqueue(to destination: SocketAddress? = nil, metadata: SendMetadata? = nil,
+                        writingWith body: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
+        checkEntry("enqueue(to:metadata:writingWith:)")
+        let target = try resolve(destination, length: 0, metadata: metadata)
         guard ring.canAccept(length: 0) else { throw reject() }
         let slot = ring.tailPayload
         isWritingSlot = true
@@ -256,7 +291,7 @@ public final class BatchedUDPWatcher {
         }
         precondition((0...slot.count).contains(length), "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
         guard ring.canAccept(length: length) else { throw reject() }
-        return commit(length: length, destination: target)
+        return commit(length: length, destination: target, metadata: metadata)
     }
 
     /// Sends what is queued now instead of at the end of the loop iteration. Does nothing while a drain

@@ -22,6 +22,11 @@ final class DatagramRing {
     private(set) var bytes = 0
 
     private let payload: UnsafeMutableRawPointer
+    /// Per-slot control areas for send metadata (PKTINFO, ECN), allocated the first time a datagram
+    /// carries metadata: a ring that never does costs nothing for it.
+    private var controls: UnsafeMutableRawPointer?
+    /// Bytes of control area per slot.
+    static let controlSpace = cudp_send_control_space()
     private let addresses: UnsafeMutablePointer<sockaddr_storage>
     private let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cudp_mmsghdr>
@@ -53,6 +58,7 @@ final class DatagramRing {
         addresses.deallocate()
         iovecs.deallocate()
         messages.deallocate()
+        controls?.deallocate()
     }
 
     var isEmpty: Bool { count == 0 }
@@ -79,8 +85,81 @@ final class DatagramRing {
             messages[slot].msg_hdr.msg_name = nil
             messages[slot].msg_hdr.msg_namelen = 0
         }
+        messages[slot].msg_hdr.msg_control = nil
+        messages[slot].msg_hdr.msg_controllen = 0
         count += 1
         bytes += length
+    }
+
+    /// Gives the datagram just committed its metadata control messages (see `cudp_write_send_control`):
+    /// the PKTINFO and ECN messages of the destination's real family (`ipv4`).
+    func attachMetadata(_ metadata: SendMetadata, ipv4: Bool) {
+        let slot = index(count - 1)
+        let control = controlArea(slot)
+        let ecn = metadata.ecn.map { Int32($0.rawValue) } ?? -1
+        let length: Int
+        if let source = metadata.source {
+            length = source.withRawAddress { raw in
+                cudp_write_send_control(control, ipv4 ? 1 : 0, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), metadata.interfaceIndex ?? 0, ecn)
+            }
+        } else {
+            length = cudp_write_send_control(control, ipv4 ? 1 : 0, nil, metadata.interfaceIndex ?? 0, ecn)
+        }
+        guard length > 0 else { return }
+        messages[slot].msg_hdr.msg_control = control
+        messages[slot].msg_hdr.msg_controllen = length
+    }
+
+    /// The metadata of the datagram `offset` places after the head, read back from its control messages.
+    func metadata(at offset: Int) -> SendMetadata? {
+        let header = messages[index(offset)].msg_hdr
+        guard let control = header.msg_control, header.msg_controllen > 0 else { return nil }
+        var parsed = cudp_received_metadata()
+        cudp_parse_send_control(control, header.msg_controllen, &parsed)
+        var metadata = SendMetadata()
+        if parsed.destination_family != 0 {
+            metadata.source = withUnsafeBytes(of: parsed.destination) {
+                SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(parsed.destination_family == 4 ? 4 : 16)), port: 0)
+            }
+        }
+        if parsed.interface_index != 0 { metadata.interfaceIndex = parsed.interface_index }
+        if parsed.ecn != 0xFF { metadata.ecn = ECN(rawValue: parsed.ecn) }
+        return metadata.isEmpty ? nil : metadata
+    }
+
+    /// Drops the ECN message from every queued datagram (the kernel refused ECN on this socket).
+    func removeECN() {
+        for offset in 0..<count {
+            let slot = index(offset)
+            guard let control = messages[slot].msg_hdr.msg_control, messages[slot].msg_hdr.msg_controllen > 0 else { continue }
+            let kept = cudp_send_control_without_ecn(control, messages[slot].msg_hdr.msg_controllen)
+            messages[slot].msg_hdr.msg_controllen = kept
+            if kept == 0 { messages[slot].msg_hdr.msg_control = nil }
+        }
+    }
+
+    /// Whether the head datagram carries an ECN message.
+    var headCarriesECN: Bool {
+        let header = messages[head].msg_hdr
+        guard count > 0, let control = header.msg_control, header.msg_controllen > 0 else { return false }
+        return cudp_send_control_without_ecn(control, header.msg_controllen) < header.msg_controllen
+    }
+
+    /// Drops the ECN message of the head datagram only.
+    func removeHeadECN() {
+        guard let control = messages[head].msg_hdr.msg_control else { return }
+        let kept = cudp_send_control_without_ecn(control, messages[head].msg_hdr.msg_controllen)
+        messages[head].msg_hdr.msg_controllen = kept
+        if kept == 0 { messages[head].msg_hdr.msg_control = nil }
+    }
+
+    private func controlArea(_ slot: Int) -> UnsafeMutableRawPointer {
+        if controls == nil {
+            let area = UnsafeMutableRawPointer.allocate(byteCount: capacity * DatagramRing.controlSpace, alignment: MemoryLayout<cmsghdr>.alignment)
+            area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * DatagramRing.controlSpace)
+            controls = area
+        }
+        return controls! + slot * DatagramRing.controlSpace
     }
 
     /// How many queued datagrams from the head can go in one `sendmmsg` vector (they stop at the ring's end).

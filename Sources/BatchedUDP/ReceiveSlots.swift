@@ -2,7 +2,8 @@ internal import CUDPShims
 internal import Glibc
 
 /// The reader's preallocated receive memory: per slot `slotSize` payload bytes, a `sockaddr_storage`,
-/// an `iovec`, an `mmsghdr` pointing at them and (with GRO) a control buffer; plus the list of datagrams
+/// an `iovec`, an `mmsghdr` pointing at them and (with GRO or metadata) a control buffer and the
+/// metadata parsed from it; plus the list of datagrams
 /// handed to the callback, each a piece of a slot (with GRO a slot may hold a run of datagrams merged by
 /// the kernel, which the pieces split back). The unsafe part of the receive path lives here and only here.
 final class ReceiveSlots {
@@ -15,12 +16,14 @@ final class ReceiveSlots {
 
     let count: Int
     let slotSize: Int
-    /// Whether slots carry a control buffer for the UDP_GRO segment size.
+    /// Whether the kernel may merge datagrams into one slot (UDP_GRO).
     let merges: Bool
     /// Most pieces one batch holds.
     let pieceCapacity: Int
     /// Pieces of the current batch.
     private(set) var pieceCount = 0
+    /// The socket's bound port, the port of every reported destination.
+    var localPort: UInt16 = 0
 
     private let payload: UnsafeMutableRawPointer
     private let addresses: UnsafeMutablePointer<sockaddr_storage>
@@ -28,14 +31,19 @@ final class ReceiveSlots {
     let messages: UnsafeMutablePointer<cudp_mmsghdr>
     private let pieces: UnsafeMutablePointer<Piece>
     private let controls: UnsafeMutableRawPointer?
-    private let controlSpace: Int
+    /// Control bytes per slot: 0 without GRO or metadata.
+    let controlSpace: Int
+    /// What each slot's control messages said, parsed once per receive (`parseControl`).
+    private let parsed: UnsafeMutablePointer<cudp_received_metadata>?
 
     /// Most segments the kernel merges into one GRO receive (UDP_MAX_SEGMENTS is 64 or, since Linux 6.11, 128).
     static let maxMergedSegments = 128
     /// Slot size with GRO: the largest UDP payload a merged receive can carry.
     static let mergedSlotSize = 65_535
 
-    init(count: Int, slotSize: Int, merges: Bool) {
+    /// - Parameter controlSpace: control bytes per slot (the reader sizes it for every message it asked
+    ///   for: `cudp_received_control_space()` with metadata, one UDP_GRO message with GRO alone).
+    init(count: Int, slotSize: Int, merges: Bool, controlSpace: Int? = nil) {
         self.count = count
         self.slotSize = slotSize
         self.merges = merges
@@ -49,13 +57,18 @@ final class ReceiveSlots {
         messages = .allocate(capacity: count)
         pieces = .allocate(capacity: pieceCapacity)
         pieces.initialize(repeating: Piece(slot: 0, offset: 0, length: 0), count: pieceCapacity)
-        controlSpace = merges ? cudp_cmsg_space(MemoryLayout<Int32>.size) : 0
-        if merges {
-            let controls = UnsafeMutableRawPointer.allocate(byteCount: count * controlSpace, alignment: MemoryLayout<cmsghdr>.alignment)
-            controls.initializeMemory(as: UInt8.self, repeating: 0, count: count * controlSpace)
+        let space = controlSpace ?? (merges ? cudp_cmsg_space(MemoryLayout<Int32>.size) : 0)
+        self.controlSpace = space
+        if space > 0 {
+            let controls = UnsafeMutableRawPointer.allocate(byteCount: count * space, alignment: MemoryLayout<cmsghdr>.alignment)
+            controls.initializeMemory(as: UInt8.self, repeating: 0, count: count * space)
             self.controls = controls
+            let parsed = UnsafeMutablePointer<cudp_received_metadata>.allocate(capacity: count)
+            parsed.initialize(repeating: cudp_received_metadata(), count: count)
+            self.parsed = parsed
         } else {
             controls = nil
+            parsed = nil
         }
         for slot in 0..<count {
             (iovecs + slot).initialize(to: iovec(iov_base: payload + slot * slotSize, iov_len: slotSize))
@@ -63,7 +76,7 @@ final class ReceiveSlots {
             message.msg_hdr.msg_iov = iovecs + slot
             message.msg_hdr.msg_iovlen = 1
             message.msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
-            message.msg_hdr.msg_control = controls.map { $0 + slot * controlSpace }
+            message.msg_hdr.msg_control = controls.map { $0 + slot * space }
             (messages + slot).initialize(to: message)
         }
     }
@@ -75,6 +88,7 @@ final class ReceiveSlots {
         messages.deallocate()
         pieces.deallocate()
         controls?.deallocate()
+        parsed?.deallocate()
     }
 
     /// Resets what the kernel overwrites, for the first `n` slots.
@@ -91,21 +105,58 @@ final class ReceiveSlots {
 
     func isTruncated(_ slot: Int) -> Bool { messages[slot].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
 
+    /// Whether the kernel had more control messages for `slot` than its buffer holds (MSG_CTRUNC).
+    func isControlTruncated(_ slot: Int) -> Bool { messages[slot].msg_hdr.msg_flags & Int32(MSG_CTRUNC) != 0 }
+
+    /// Parses `slot`'s control messages (nothing to do without a control buffer). Call once per receive,
+    /// before `segmentSize` and the metadata accessors.
+    func parseControl(_ slot: Int) {
+        guard let parsed else { return }
+        cudp_parse_received_control(&messages[slot].msg_hdr, parsed + slot)
+    }
+
     /// The size of the datagrams the kernel merged into `slot` (its UDP_GRO control message), or nil when
     /// the slot holds one datagram.
     func segmentSize(_ slot: Int) -> Int? {
-        guard merges else { return nil }
-        var header = messages[slot].msg_hdr
-        var control = cudp_cmsg_firsthdr(&header)
-        while let current = control {
-            if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_GRO)
-                && current.pointee.cmsg_len >= cudp_cmsg_len(MemoryLayout<Int32>.size) {
-                let size = Int(UnsafeRawPointer(cudp_cmsg_data(current)).loadUnaligned(as: Int32.self))
-                return size > 0 ? size : nil
-            }
-            control = cudp_cmsg_nxthdr(&header, current)
+        guard merges, let parsed, parsed[slot].segment_size > 0 else { return nil }
+        return Int(parsed[slot].segment_size)
+    }
+
+    /// The address `slot`'s datagram was sent to (IP_PKTINFO / IPV6_PKTINFO), with `port`; an IPv4
+    /// datagram on a dual-stack socket is reported as IPv4.
+    func destination(_ slot: Int, port: UInt16) -> SocketAddress? {
+        guard let parsed, parsed[slot].destination_family != 0 else { return nil }
+        let family = parsed[slot].destination_family
+        return withUnsafeBytes(of: parsed[slot].destination) {
+            SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(family == 4 ? 4 : 16)), port: port)
         }
-        return nil
+    }
+
+    /// The local address to answer `slot`'s datagram from: its destination, or for an IPv4 broadcast or
+    /// multicast one the address the kernel would answer from (ipi_spec_dst); nil for IPv6 multicast.
+    func replySource(_ slot: Int) -> SocketAddress? {
+        guard let parsed, parsed[slot].destination_family != 0 else { return nil }
+        let family = parsed[slot].destination_family
+        if family == 6 && parsed[slot].local.0 == 0xff { return nil }
+        return withUnsafeBytes(of: parsed[slot].local) {
+            SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(family == 4 ? 4 : 16)), port: 0)
+        }
+    }
+
+    func interfaceIndex(_ slot: Int) -> UInt32? {
+        guard let parsed, parsed[slot].destination_family != 0 else { return nil }
+        return parsed[slot].interface_index
+    }
+
+    func ecn(_ slot: Int) -> ECN? {
+        guard let parsed, parsed[slot].ecn != 0xFF else { return nil }
+        return ECN(rawValue: parsed[slot].ecn)
+    }
+
+    /// The kernel's receive time (SCM_TIMESTAMPNS, CLOCK_REALTIME) as time since the Unix epoch.
+    func receiveTime(_ slot: Int) -> Duration? {
+        guard let parsed, parsed[slot].has_time != 0 else { return nil }
+        return .seconds(parsed[slot].seconds) + .nanoseconds(parsed[slot].nanoseconds)
     }
 
     func sender(_ slot: Int) -> SocketAddress? {

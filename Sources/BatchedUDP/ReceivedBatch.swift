@@ -10,20 +10,59 @@ public struct ReceivedBatch: RandomAccessCollection {
     public var startIndex: Int { 0 }
     public var endIndex: Int { count }
 
-    /// The datagram at `position` (0..<count). Cost: no copy; the sender is decoded from its sockaddr.
+    /// The datagram at `position` (0..<count). Cost: no copy; the sender (and the metadata asked for) is
+    /// decoded from the slot's sockaddr and parsed control messages.
     public subscript(position: Int) -> ReceivedDatagram {
         precondition(position >= 0 && position < count, "ReceivedBatch index \(position) out of 0..<\(count)")
         let piece = slots.piece(position)
-        return ReceivedDatagram(payload: slots.payload(of: piece), sender: slots.sender(Int(piece.slot)))
+        let slot = Int(piece.slot)
+        guard slots.controlSpace > 0 else {
+            return ReceivedDatagram(payload: slots.payload(of: piece), sender: slots.sender(slot))
+        }
+        return ReceivedDatagram(payload: slots.payload(of: piece), sender: slots.sender(slot),
+                                destination: slots.destination(slot, port: slots.localPort),
+                                interfaceIndex: slots.interfaceIndex(slot), ecn: slots.ecn(slot),
+                                receiveTime: slots.receiveTime(slot), replySource: slots.replySource(slot))
     }
 }
 
-/// One received datagram: its bytes (valid during the handler call only) and who sent it.
+/// One received datagram: its bytes (valid during the handler call only), who sent it, and the
+/// metadata the reader was configured to ask for (``BatchedUDPReader/Configuration/metadata``).
 public struct ReceivedDatagram {
     /// The payload, in the reader's slot.
     public let payload: UnsafeRawBufferPointer
     /// The sender; nil only for address families other than IPv4/IPv6.
     public let sender: SocketAddress?
+    /// The local address and port the datagram was sent to (``BatchedUDPReader/Metadata/destination``):
+    /// on a socket bound to a wildcard address, which of the host's addresses the sender contacted. An
+    /// IPv4 datagram on a dual-stack IPv6 socket is reported as IPv4. nil when not asked for.
+    public let destination: SocketAddress?
+    /// The interface it arrived on (``BatchedUDPReader/Metadata/destination``); nil when not asked for.
+    public let interfaceIndex: UInt32?
+    /// Its ECN codepoint (``BatchedUDPReader/Metadata/ecn``); nil when not asked for.
+    public let ecn: ECN?
+    /// When the kernel received it (``BatchedUDPReader/Metadata/receiveTime``), as time since the Unix
+    /// epoch on the realtime clock (SO_TIMESTAMPNS); nil when not asked for.
+    public let receiveTime: Duration?
+    /// The address to answer from: the destination, or for an IPv4 broadcast or multicast destination
+    /// the local address the kernel would answer from; nil for IPv6 multicast or when not asked for.
+    let replySource: SocketAddress?
+
+    init(payload: UnsafeRawBufferPointer, sender: SocketAddress?, destination: SocketAddress? = nil,
+         interfaceIndex: UInt32? = nil, ecn: ECN? = nil, receiveTime: Duration? = nil, replySource: SocketAddress? = nil) {
+        self.payload = payload
+        self.sender = sender
+        self.destination = destination
+        self.interfaceIndex = interfaceIndex
+        self.ecn = ecn
+        self.receiveTime = receiveTime
+        self.replySource = replySource
+    }
+
+    /// The metadata that answers this datagram from the address it arrived on (nil when the reader
+    /// does not report destinations): pass it to ``BatchedUDPWatcher``'s `enqueue` forms, or use
+    /// ``BatchedUDPWatcher/enqueue(_:replyingTo:)``.
+    public var replyMetadata: SendMetadata? { replySource.map { SendMetadata(source: $0) } }
 }
 
 /// Something a ``BatchedUDPReader`` could not deliver.
@@ -36,6 +75,11 @@ public enum ReceiveProblem: Sendable, Equatable, CustomStringConvertible {
     /// An earlier datagram to `destination` failed with this errno (an ICMP unreachable, for example), as
     /// the socket's error queue said. Only with ``UDPSocket/setReceivesErrors(_:)`` on.
     case deliveryError(Errno, destination: SocketAddress?)
+    /// The kernel had more control messages for a datagram than the reader's buffer holds (MSG_CTRUNC):
+    /// its metadata may be incomplete. With GRO on it is `dropped` (a lost segment size would deliver
+    /// merged datagrams as one); otherwise it is delivered with what metadata arrived. Expect it when
+    /// something else enabled control messages on the socket (SO_TIMESTAMP, IP_RECVTTL...).
+    case controlTruncated(sender: SocketAddress?, size: Int, dropped: Bool)
 
     public var description: String {
         switch self {
@@ -45,6 +89,9 @@ public enum ReceiveProblem: Sendable, Equatable, CustomStringConvertible {
             return "recvmmsg failed: \(errno)"
         case let .deliveryError(errno, destination):
             return "a datagram to \(destination.map(String.init(describing:)) ?? "?") failed: \(errno)"
+        case let .controlTruncated(sender, size, dropped):
+            return "the control messages of a \(size)-byte datagram from \(sender.map(String.init(describing:)) ?? "?") were truncated (MSG_CTRUNC)"
+                + (dropped ? "; dropped: with GRO its segment size may be lost" : "; delivered with what metadata arrived")
         }
     }
 }
@@ -65,10 +112,12 @@ public struct ReceiveCounters: Sendable, Equatable, CustomStringConvertible {
     public internal(set) var mergedReceives = 0
     /// Entries read from the socket's error queue (``ReceiveProblem/deliveryError(_:destination:)``).
     public internal(set) var deliveryErrors = 0
+    /// Receives whose control messages were truncated (``ReceiveProblem/controlTruncated(sender:size:dropped:)``).
+    public internal(set) var controlTruncated = 0
 
     public init() {}
 
     public var description: String {
-        "datagrams \(datagrams) bytes \(bytes) calls \(recvmmsgCalls) truncated \(truncated) errors \(errors) delivery errors \(deliveryErrors)"
+        "datagrams \(datagrams) bytes \(bytes) calls \(recvmmsgCalls) truncated \(truncated) errors \(errors) delivery errors \(deliveryErrors) control truncated \(controlTruncated)"
     }
 }

@@ -2,8 +2,9 @@ internal import CUDPShims
 internal import Glibc
 
 /// The `sendmmsg` vector of a drain with UDP GSO on: each message is either one ring slot, or a run of
-/// ring slots to the same destination with equal sizes (the last may be shorter) sent as one
-/// super-datagram that the kernel splits back into those datagrams (a `UDP_SEGMENT` control message).
+/// ring slots to the same destination with the same metadata and equal sizes (the last may be shorter)
+/// sent as one super-datagram that the kernel splits back into those datagrams (a `UDP_SEGMENT` control
+/// message after the run's own metadata messages).
 ///
 /// A super-datagram's `msg_iov` points at the run's own `iovec`s in the ring, so nothing is copied: building
 /// a vector writes one `mmsghdr` per message and one control message per super-datagram. When the run's
@@ -43,7 +44,8 @@ final class SegmentedBatch {
         self.capacity = capacity
         self.maxPayload = maxPayload
         self.maxSegment = maxSegment
-        controlSpace = cudp_cmsg_space(MemoryLayout<UInt16>.size)
+        // Room for the run's metadata messages (copied from its first slot) followed by UDP_SEGMENT.
+        controlSpace = DatagramRing.controlSpace + cudp_cmsg_space(MemoryLayout<UInt16>.size)
         messages = .allocate(capacity: capacity)
         messages.initialize(repeating: cudp_mmsghdr(), count: capacity)
         segments = .allocate(capacity: capacity)
@@ -54,13 +56,6 @@ final class SegmentedBatch {
         joined.initialize(repeating: iovec(), count: capacity)
         controls = .allocate(byteCount: capacity * controlSpace, alignment: MemoryLayout<cmsghdr>.alignment)
         controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * controlSpace)
-        // Every control buffer carries the same header; only the segment size changes per send.
-        for message in 0..<capacity {
-            let header = (controls + message * controlSpace).assumingMemoryBound(to: cmsghdr.self)
-            header.pointee.cmsg_level = Int32(CUDP_SOL_UDP)
-            header.pointee.cmsg_type = Int32(CUDP_UDP_SEGMENT)
-            header.pointee.cmsg_len = cudp_cmsg_len(MemoryLayout<UInt16>.size)
-        }
     }
 
     deinit {
@@ -98,7 +93,7 @@ final class SegmentedBatch {
                 while next < available && next - first < SegmentedBatch.maxSegments {
                     let length = iovecs[next].iov_len
                     guard length > 0, length <= size, total + length <= maxPayload,
-                          SegmentedBatch.sameDestination(source[first], source[next]) else { break }
+                          SegmentedBatch.sameDestinationAndMetadata(source[first], source[next]) else { break }
                     contiguous = contiguous && iovecs[next - 1].iov_base! + size == iovecs[next].iov_base!
                     total += length
                     next += 1
@@ -116,11 +111,17 @@ final class SegmentedBatch {
                     message.msg_hdr.msg_iov = iovecs + first
                     message.msg_hdr.msg_iovlen = run
                 }
+                // The run's metadata messages (all its datagrams carry the same), then UDP_SEGMENT.
                 let control = controls + count * controlSpace
-                let header = control.assumingMemoryBound(to: cmsghdr.self)
+                let metadataLength = message.msg_hdr.msg_controllen
+                if metadataLength > 0 { control.copyMemory(from: message.msg_hdr.msg_control!, byteCount: metadataLength) }
+                let header = (control + metadataLength).assumingMemoryBound(to: cmsghdr.self)
+                header.pointee.cmsg_level = Int32(CUDP_SOL_UDP)
+                header.pointee.cmsg_type = Int32(CUDP_UDP_SEGMENT)
+                header.pointee.cmsg_len = cudp_cmsg_len(MemoryLayout<UInt16>.size)
                 UnsafeMutableRawPointer(cudp_cmsg_data(header)).storeBytes(of: UInt16(size), as: UInt16.self)
                 message.msg_hdr.msg_control = control
-                message.msg_hdr.msg_controllen = controlSpace
+                message.msg_hdr.msg_controllen = metadataLength + cudp_cmsg_space(MemoryLayout<UInt16>.size)
             }
             messages[count] = message
             segments[count] = Int32(run)
@@ -146,8 +147,13 @@ final class SegmentedBatch {
         return (datagrams, superDatagrams)
     }
 
-    private static func sameDestination(_ a: cudp_mmsghdr, _ b: cudp_mmsghdr) -> Bool {
-        guard a.msg_hdr.msg_namelen == b.msg_hdr.msg_namelen else { return false }
+    /// Whether two slots go to the same destination with the same metadata (source address, interface,
+    /// ECN): every datagram of a super-datagram shares the message's address and control messages.
+    private static func sameDestinationAndMetadata(_ a: cudp_mmsghdr, _ b: cudp_mmsghdr) -> Bool {
+        guard a.msg_hdr.msg_namelen == b.msg_hdr.msg_namelen, a.msg_hdr.msg_controllen == b.msg_hdr.msg_controllen else { return false }
+        if a.msg_hdr.msg_controllen > 0 && memcmp(a.msg_hdr.msg_control!, b.msg_hdr.msg_control!, a.msg_hdr.msg_controllen) != 0 {
+            return false
+        }
         guard let left = a.msg_hdr.msg_name, let right = b.msg_hdr.msg_name else { return a.msg_hdr.msg_name == b.msg_hdr.msg_name }
         return memcmp(left, right, Int(a.msg_hdr.msg_namelen)) == 0
     }

@@ -42,6 +42,9 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
     /// Times segmentation was turned off for the socket (0 or 1): three super-datagrams in a row, to
     /// different destinations, were refused with EIO or EINVAL while the same datagrams went out one by one.
     public internal(set) var segmentationDisabled = 0
+    /// Times the kernel refused a datagram's ECN control message (EIO or EINVAL) and took the datagram
+    /// without it; ECN is then no longer sent on the socket (0 or 1; ``BatchedUDPWatcher/isSendingECN``).
+    public internal(set) var ecnFallbacks = 0
     /// Pending socket errors (`SO_ERROR`: an ICMP error for an earlier datagram) that a send met and
     /// cleared. Each was reported once as ``SocketProblem/pendingError(_:)``; the datagram that met it was
     /// sent again, not failed.

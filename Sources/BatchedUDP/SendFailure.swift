@@ -9,8 +9,20 @@ public struct SendFailure: Sendable, Equatable, CustomStringConvertible {
     public let destination: SocketAddress?
     /// Its payload length in bytes.
     public let length: Int
+    /// The metadata it was enqueued with (source address, interface, ECN); nil when none. An ECN the
+    /// kernel refused and the watcher dropped is not in it.
+    public let metadata: SendMetadata?
+
+    init(sequence: Int, errno: Errno, destination: SocketAddress?, length: Int, metadata: SendMetadata? = nil) {
+        self.sequence = sequence
+        self.errno = errno
+        self.destination = destination
+        self.length = length
+        self.metadata = metadata
+    }
 
     public var description: String {
-        "datagram #\(sequence) (\(length) bytes to \(destination.map(String.init(describing:)) ?? "the connected peer")) not sent: \(errno)"
+        "datagram #\(sequence) (\(length) bytes to \(destination.map(String.init(describing:)) ?? "the connected peer")"
+            + (metadata.map { ", \($0)" } ?? "") + ") not sent: \(errno)"
     }
 }

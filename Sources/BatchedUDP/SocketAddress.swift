@@ -190,6 +190,40 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         return SocketAddress(.v6(sin6))
     }
 
+    /// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), with the same port; nil
+    /// for any other address.
+    var ipv4Unmapped: SocketAddress? {
+        guard case let .v6(sin6) = storage else { return nil }
+        return withUnsafeBytes(of: sin6.sin6_addr) { bytes -> SocketAddress? in
+            guard bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff else { return nil }
+            return SocketAddress(ipv4: bytes[12], bytes[13], bytes[14], bytes[15], port: UInt16(bigEndian: sin6.sin6_port))
+        }
+    }
+
+    /// Whether a datagram to this address travels as IPv4 (an IPv4 address, or an IPv4-mapped IPv6 one).
+    var isIPv4OnTheWire: Bool { family == .ipv4 || ipv4Unmapped != nil }
+
+    /// The address from 4 (IPv4) or 16 (IPv6) bytes in network order, as control messages carry them.
+    init(rawAddress bytes: UnsafeRawBufferPointer, port: UInt16) {
+        if bytes.count == 4 {
+            self.init(ipv4: bytes[0], bytes[1], bytes[2], bytes[3], port: port)
+        } else {
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            sin6.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(16))) }
+            self.init(.v6(sin6))
+        }
+    }
+
+    /// Calls `body` with the address part alone, 4 or 16 bytes in network order.
+    func withRawAddress<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        switch storage {
+        case let .v4(sin): return withUnsafeBytes(of: sin.sin_addr) { body($0) }
+        case let .v6(sin6): return withUnsafeBytes(of: sin6.sin6_addr) { body($0) }
+        }
+    }
+
     /// Writes the sockaddr into `target` and returns its length.
     func write(to target: UnsafeMutableRawPointer) -> socklen_t {
         switch storage {

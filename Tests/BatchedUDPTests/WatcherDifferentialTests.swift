@@ -9,11 +9,12 @@ import TestSupport
 /// what the kernel really delivered rather than by a model of it. Sizes from 0 to the slot size in every
 /// position, runs of equal sizes long and short, slots that lie end to end and rings that wrap, several
 /// destinations (among them port 0, which the kernel refuses, and a dead port whose ICMP errors come back
-/// as pending errors), GSO on and off, IPv4 and dual-stack sockets, IP_RECVERR on and off, a reader
+/// as pending errors), per-datagram metadata (source addresses among the host's, ECN codepoints), GSO on
+/// and off, IPv4 and dual-stack sockets, IP_RECVERR on and off, a reader
 /// sharing the socket or not, flushes, loop runs and closes at random points.
 ///
 /// The oracle, per watcher: each live receiver got exactly the datagrams it was sent that were not
-/// reported failed, byte for byte and in order; datagrams to live receivers and to the dead port fail
+/// reported failed, byte for byte, in order, each from the source address it was sent from; datagrams to live receivers and to the dead port fail
 /// only when a close cancels them; datagrams to port 0 always fail with EINVAL; the counters agree; and
 /// segmentation is still on (loopback never refuses it). At least 100,000 datagrams a run.
 ///
@@ -29,16 +30,32 @@ import TestSupport
         let sequence: Int
         let target: Target
         let bytes: [UInt8]
+        /// The source address it was sent from (its metadata's, or the kernel's choice on loopback).
+        let sourceHost: String
         var failure: Errno?
     }
 
+    /// What a receiver got: the bytes and the sender's address.
+    struct Arrival: Equatable {
+        let bytes: [UInt8]
+        let sourceHost: String
+    }
+
     /// Reads what a receiver holds now (loopback delivers during the send call, so nothing is in flight).
-    static func drain(_ receiver: Receiver, into datagrams: inout [[UInt8]]) {
+    static func drain(_ receiver: Receiver, into arrivals: inout [Arrival]) {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
-            let n = recv(receiver.socket.fileDescriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let n = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(receiver.socket.fileDescriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT), $0, &length)
+                }
+            }
             guard n >= 0 else { return }
-            datagrams.append(Array(buffer[0..<n]))
+            let sender = withUnsafeBytes(of: &storage) { SocketAddress($0.baseAddress!, length: length) }
+            let host = sender.map { $0.ipv4Unmapped?.host ?? $0.host } ?? "?"
+            arrivals.append(Arrival(bytes: Array(buffer[0..<n]), sourceHost: host))
         }
     }
 
@@ -86,7 +103,7 @@ import TestSupport
                 datagrams[index].failure = failure.errno
                 if failure.length != datagrams[index].bytes.count { fail("datagram #\(index) reported with length \(failure.length)") }
             }
-            var received = Array(repeating: [[UInt8]](), count: live.count)
+            var received = Array(repeating: [Arrival](), count: live.count)
 
             let rounds = 1 + random(30)
             for _ in 0..<rounds where watcher.state == .open {
@@ -101,6 +118,22 @@ import TestSupport
                     case .portZero: address = dualStack && chance(50) ? .loopbackIPv6(port: 0) : SocketAddress(ipv4: 127, 0, 0, 1, port: 0)
                     case .dead: address = deadPort
                     }
+                    // Metadata for the run: a source address among the host's (loopback has all of
+                    // 127.0.0.0/8), an ECN codepoint, both or neither; it splits runs where it changes.
+                    var metadata: SendMetadata?
+                    var sourceHost = "127.0.0.1"
+                    if case let .live(index) = target {
+                        let ipv6Target = index == v4.count
+                        sourceHost = ipv6Target ? "::1" : "127.0.0.1"
+                        if chance(40) {
+                            var chosen = SendMetadata(ecn: chance(50) ? ECN.allCases[random(4)] : nil)
+                            if chance(70) {
+                                sourceHost = ipv6Target ? "::1" : ["127.0.0.1", "127.0.0.2", "127.0.0.3"][random(3)]
+                                chosen.source = ipv6Target ? .loopbackIPv6(port: 0) : try SocketAddress(ipv4: sourceHost, port: 0)
+                            }
+                            metadata = chosen
+                        }
+                    }
                     let slot = configuration.maxDatagramSize
                     let size = chance(8) ? 0 : chance(20) ? slot : random(slot + 1)
                     let length = min(remaining, chance(30) ? 1 + random(80) : 1 + random(4))
@@ -113,20 +146,21 @@ import TestSupport
                         do {
                             let returned: Int
                             switch random(3) {
-                            case 0: returned = try watcher.enqueue(bytes, to: address)
+                            case 0: returned = try watcher.enqueue(bytes, to: address, metadata: metadata)
                             case 1:
                                 returned = try bytes.withUnsafeBytes { raw in
                                     let cut = raw.count / 2
-                                    return try watcher.enqueue(gathering: [UnsafeRawBufferPointer(rebasing: raw[..<cut]), UnsafeRawBufferPointer(rebasing: raw[cut...])], to: address)
+                                    return try watcher.enqueue(gathering: [UnsafeRawBufferPointer(rebasing: raw[..<cut]), UnsafeRawBufferPointer(rebasing: raw[cut...])],
+                                                               to: address, metadata: metadata)
                                 }
                             default:
-                                returned = try watcher.enqueue(to: address) { buffer in
+                                returned = try watcher.enqueue(to: address, metadata: metadata) { buffer in
                                     buffer.copyBytes(from: bytes)
                                     return bytes.count
                                 }
                             }
                             if returned != datagrams.count { fail("enqueue returned \(returned), expected \(datagrams.count)") }
-                            datagrams.append(Datagram(sequence: sequence, target: target, bytes: bytes))
+                            datagrams.append(Datagram(sequence: sequence, target: target, bytes: bytes, sourceHost: sourceHost))
                             total += 1
                             if thisSize == 0 { empties += 1 }
                         } catch BatchedUDPError.queueFull {
@@ -164,7 +198,7 @@ import TestSupport
                 fail("counters \(counters) for \(datagrams.count) enqueued, \(failed.count) reported")
             }
             for (index, _) in live.enumerated() {
-                let expected = datagrams.filter { $0.target == .live(index) && $0.failure == nil }.map(\.bytes)
+                let expected = datagrams.filter { $0.target == .live(index) && $0.failure == nil }.map { Arrival(bytes: $0.bytes, sourceHost: $0.sourceHost) }
                 if received[index] != expected {
                     let firstDifference = zip(received[index], expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
                         ?? min(received[index].count, expected.count)

@@ -56,6 +56,8 @@ struct SplitMix64: RandomNumberGenerator {
         var sizes: [Int] = []
         /// The errno each datagram is poisoned with, if any.
         var poison: [Errno?] = []
+        /// The metadata each datagram was enqueued with, if any.
+        var metadata: [SendMetadata?] = []
         var lastSent = -1
         var reportedFailures = 0
         var reportedProblems = 0
@@ -140,6 +142,7 @@ struct SplitMix64: RandomNumberGenerator {
             fates.removeAll(keepingCapacity: true)
             sizes.removeAll(keepingCapacity: true)
             poison.removeAll(keepingCapacity: true)
+            metadata.removeAll(keepingCapacity: true)
             mustGoAlone.removeAll()
             lastSent = -1
             reportedFailures = 0
@@ -159,10 +162,8 @@ struct SplitMix64: RandomNumberGenerator {
             if watcher.isWaitingForWritable || watcher.isDrainScheduled || watcher.isBackingOff { fail("a closed watcher still has a watcher active") }
         }
 
-        /// One message as the kernel sees it: its datagrams' sequence numbers (nil for an empty one).
-        func datagrams(of header: msghdr) -> [Int?] {
-            var total = 0
-            for index in 0..<header.msg_iovlen { total += header.msg_iov[index].iov_len }
+        /// The UDP_SEGMENT size of a message, nil when it has none.
+        func segmentSize(of header: msghdr) -> Int? {
             var copy = header
             var segment: Int?
             var control = cudp_cmsg_firsthdr(&copy)
@@ -172,6 +173,14 @@ struct SplitMix64: RandomNumberGenerator {
                 }
                 control = cudp_cmsg_nxthdr(&copy, current)
             }
+            return segment
+        }
+
+        /// One message as the kernel sees it: its datagrams' sequence numbers (nil for an empty one).
+        func datagrams(of header: msghdr) -> [Int?] {
+            var total = 0
+            for index in 0..<header.msg_iovlen { total += header.msg_iov[index].iov_len }
+            let segment = segmentSize(of: header)
             // Linux: with a segment size smaller than the payload, the payload is cut into segments of
             // that size (the last may be shorter); otherwise it is one datagram, however many iovecs.
             let cut = segment.map { $0 > 0 && $0 < total ? $0 : max(total, 1) } ?? max(total, 1)
@@ -242,7 +251,20 @@ struct SplitMix64: RandomNumberGenerator {
             for index in 0..<limit {
                 let header = messages[index].msg_hdr
                 let carried = datagrams(of: header)
-                let isSuper = header.msg_controllen != 0
+                let isSuper = segmentSize(of: header) != nil
+                // A super-datagram's datagrams share its control messages: they must have been enqueued
+                // with equal metadata.
+                let sequencesHere = carried.compactMap { $0 }
+                // (Once the kernel refused ECN, the watcher sends without it.)
+                let sendsECN = watcher?.isSendingECN ?? true
+                func effective(_ sequence: Int) -> SendMetadata? {
+                    guard var chosen = metadata[sequence], !sendsECN else { return metadata[sequence] }
+                    chosen.ecn = nil
+                    return chosen.source == nil ? nil : chosen
+                }
+                if isSuper, let first = sequencesHere.first, sequencesHere.contains(where: { effective($0) != effective(first) }) {
+                    fail("datagrams with different metadata in one super-datagram: \(sequencesHere.map { metadata[$0].map(String.init(describing:)) ?? "none" })")
+                }
                 if isSuper && carried.count < 2 { fail("a UDP_SEGMENT control message on a message that carries one datagram") }
                 if !isSuper && header.msg_iovlen > 1 { fail("several iovecs without a UDP_SEGMENT control message") }
                 let sequences = carried.compactMap { $0 }
@@ -303,16 +325,19 @@ struct SplitMix64: RandomNumberGenerator {
             fates.append(.queued)
             sizes.append(size)
             poison.append(size > 0 && chance(2) ? WatcherFaultInjectionTests.poisons[Int(rng.next() % UInt64(WatcherFaultInjectionTests.poisons.count))] : nil)
+            // Some datagrams carry metadata (two sources, ECN codepoints), in runs, so runs split on it.
+            let chosen: SendMetadata? = chance(25) ? SendMetadata(source: chance(50) ? .loopbackIPv4(port: 0) : nil, ecn: chance(50) ? .ect0 : .ce) : nil
+            metadata.append(chosen)
             do {
                 let returned: Int
                 switch form {
-                case 0: returned = try watcher.enqueue(bytes)
+                case 0: returned = try watcher.enqueue(bytes, metadata: chosen)
                 case 1 where size >= 8:
                     returned = try bytes.withUnsafeBytes { raw in
-                        try watcher.enqueue(gathering: [UnsafeRawBufferPointer(rebasing: raw[..<8]), UnsafeRawBufferPointer(rebasing: raw[8...])])
+                        try watcher.enqueue(gathering: [UnsafeRawBufferPointer(rebasing: raw[..<8]), UnsafeRawBufferPointer(rebasing: raw[8...])], metadata: chosen)
                     }
                 default:
-                    returned = try watcher.enqueue { slot in
+                    returned = try watcher.enqueue(metadata: chosen) { slot in
                         slot.copyBytes(from: bytes)
                         return bytes.count
                     }
@@ -322,6 +347,7 @@ struct SplitMix64: RandomNumberGenerator {
                 fates.removeLast()
                 sizes.removeLast()
                 poison.removeLast()
+                metadata.removeLast()
                 let after = watcher.counters
                 if after.enqueued != before.enqueued { fail("a refused enqueue (\(error)) changed enqueued") }
                 switch error as? BatchedUDPError {

@@ -28,6 +28,11 @@ public final class NetworkNamespace {
 
     deinit { try? NetworkNamespace.ip(["netns", "del", name]) }
 
+    /// Adds an address (`fd00::2/128`, `10.0.0.2/32`) to a device of the namespace, `lo` by default.
+    public func addAddress(_ cidr: String, device: String = "lo") throws {
+        try NetworkNamespace.ip(["-n", name, "addr", "add", cidr, "dev", device] + (cidr.contains(":") ? ["nodad"] : []))
+    }
+
     /// Runs `body` on this thread inside the namespace; sockets made there stay in it afterwards.
     public func inside<R>(_ body: () throws -> R) throws -> R {
         let home = open("/proc/thread-self/ns/net", O_RDONLY)
