@@ -21,13 +21,13 @@ protocol Service: AnyObject {
 extension BatchedUDPWatcher {
     /// Enqueues; if the ring is full, sends what it holds now (one sendmmsg) and tries once more.
     /// Returns false if the datagram was dropped.
-    func enqueueOrFlush(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress? = nil) -> Bool {
+    func enqueueOrFlush(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil) -> Bool {
         do {
-            try enqueue(payload, to: destination)
+            try enqueue(payload, to: destination, metadata: metadata)
             return true
         } catch .queueFull {
             flush()
-            return (try? enqueue(payload, to: destination)) != nil
+            return (try? enqueue(payload, to: destination, metadata: metadata)) != nil
         } catch {
             return false
         }
@@ -151,4 +151,10 @@ final class Daemon {
         precondition(rc == 0, "pthread_create failed: \(rc)")
         return handle
     }
+}
+
+extension SocketAddress {
+    /// Whether this is the wildcard address (0.0.0.0 or ::): a socket bound to it receives datagrams sent
+    /// to any of the host's addresses, and must answer each from the one it was sent to.
+    var isWildcard: Bool { host == "0.0.0.0" || host == "::" }
 }

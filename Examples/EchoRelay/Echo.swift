@@ -6,7 +6,7 @@ import Logging
 /// `echo-relay echo`: sends every datagram back to its sender, unchanged.
 struct Echo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Send every datagram back to its sender, unchanged, from the socket it arrived on.")
+        abstract: "Send every datagram back to its sender, unchanged, from the socket and address it arrived on.")
 
     @Option(help: "Address to listen on, HOST:PORT (repeatable). Port 0 picks a free port; the log says which.")
     var listen: [String] = []
@@ -38,7 +38,9 @@ final class EchoService: Service {
     init(listen: [SocketAddress], ring: Int, worker: Worker) throws {
         for address in listen {
             let endpoint = try worker.endpoint(on: address, ring: ring) { [unowned self] watcher, batch in
-                for datagram in batch where !watcher.enqueueOrFlush(datagram.payload, to: datagram.sender) {
+                // replyMetadata is nil unless the socket is on a wildcard address (then it is the
+                // address the client contacted, which the answer must come from).
+                for datagram in batch where !watcher.enqueueOrFlush(datagram.payload, to: datagram.sender, metadata: datagram.replyMetadata) {
                     self.queueFull += 1
                 }
             }

@@ -62,8 +62,9 @@ struct DaemonOptions: ParsableArguments {
 
     /// A listening socket's reader (GRO if asked), or with `batch` a relay session's (never GRO: it
     /// would cost each session 64 KiB per slot).
-    func readerConfiguration(batch: Int? = nil) -> BatchedUDPReader.Configuration {
+    func readerConfiguration(batch: Int? = nil, metadata: BatchedUDPReader.Metadata = []) -> BatchedUDPReader.Configuration {
         var configuration = BatchedUDPReader.Configuration()
+        configuration.metadata = metadata
         configuration.batchSize = min(batch ?? readBatch, readBatch)
         configuration.maxDatagramSize = maxDatagram
         configuration.gro = gro && batch == nil

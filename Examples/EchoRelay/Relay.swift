@@ -60,17 +60,29 @@ struct Relay: ParsableCommand {
 
 /// Listening sockets for clients, and a session per client.
 final class RelayService: Service {
+    /// A session is one client as seen on one local address: on a wildcard listener the same client may
+    /// contact several of the host's addresses, and each must be answered from its own (as nginx and
+    /// envoy key their UDP sessions).
+    struct SessionKey: Hashable {
+        let client: SocketAddress
+        /// The local address the client contacted; nil on a listener bound to one address.
+        let local: SocketAddress?
+    }
+
     /// One client's path to the upstream.
     final class Session {
         let client: SocketAddress
+        /// The address to answer the client from (the one it contacted), on a wildcard listener.
+        let local: SocketAddress?
         let listener: Int
         let socket: UDPSocket
         var reader: BatchedUDPReader!
         var watcher: BatchedUDPWatcher!
         var lastActive: Double
 
-        init(client: SocketAddress, listener: Int, socket: UDPSocket, now: Double) {
+        init(client: SocketAddress, local: SocketAddress?, listener: Int, socket: UDPSocket, now: Double) {
             self.client = client
+            self.local = local
             self.listener = listener
             self.socket = socket
             lastActive = now
@@ -83,7 +95,7 @@ final class RelayService: Service {
     private let maxSessions: Int
     private let settings: Relay
     private var listeners: [Endpoint] = []
-    private var sessions: [SocketAddress: Session] = [:]
+    private var sessions: [SessionKey: Session] = [:]
     private var sweep: TimerWatcher!
     /// Counters of closed sessions, so totals never go down.
     private var retired = Stats()
@@ -100,7 +112,7 @@ final class RelayService: Service {
         maxSessions = (settings.maxSessions + threads - 1) / threads
         sessions.reserveCapacity(maxSessions)
         for (index, address) in listen.enumerated() {
-            let endpoint = try worker.endpoint(on: address, ring: settings.ring) { [unowned self] _, batch in
+            let endpoint = try worker.endpoint(on: address, ring: settings.ring, metadata: .ecn) { [unowned self] _, batch in
                 self.fromClients(batch, listener: index)
             }
             listeners.append(endpoint)
@@ -115,15 +127,23 @@ final class RelayService: Service {
     private func fromClients(_ batch: ReceivedBatch, listener: Int) {
         let now = worker.loop.now
         for datagram in batch {
-            guard let client = datagram.sender, let session = sessions[client] ?? openSession(for: client, listener: listener, now: now) else {
-                continue
-            }
+            guard let client = datagram.sender else { continue }
+            let key = SessionKey(client: client, local: datagram.replyMetadata?.source)
+            guard let session = sessions[key] ?? openSession(for: key, listener: listener, now: now) else { continue }
             session.lastActive = now
-            if !session.watcher.enqueueOrFlush(datagram.payload) { queueFull += 1 }
+            // The datagram's ECN codepoint goes on to the upstream (not-ECT needs no control message).
+            if !session.watcher.enqueueOrFlush(datagram.payload, metadata: ecnMetadata(datagram.ecn)) { queueFull += 1 }
         }
     }
 
-    private func openSession(for client: SocketAddress, listener: Int, now: Double) -> Session? {
+    /// The metadata that carries `ecn` across, nil for not-ECT (as the socket sends by default).
+    private func ecnMetadata(_ ecn: ECN?, from source: SocketAddress? = nil) -> SendMetadata? {
+        let carried = ecn == .notECT ? nil : ecn
+        return carried == nil && source == nil ? nil : SendMetadata(source: source, ecn: carried)
+    }
+
+    private func openSession(for key: SessionKey, listener: Int, now: Double) -> Session? {
+        let client = key.client
         guard sessions.count < maxSessions else {
             refused += 1
             if now - lastRefusalLog > 10 {
@@ -135,11 +155,11 @@ final class RelayService: Service {
         do {
             let socket = try UDPSocket(family: upstream.family)
             try socket.connect(to: upstream)
-            let session = Session(client: client, listener: listener, socket: socket, now: now)
+            let session = Session(client: client, local: key.local, listener: listener, socket: socket, now: now)
             session.watcher = try BatchedUDPWatcher(loop: worker.loop, socket: socket,
                                                     configuration: worker.options.watcherConfiguration(capacity: settings.sessionRing))
             session.reader = try BatchedUDPReader(loop: worker.loop, socket: socket,
-                                                  configuration: worker.options.readerConfiguration(batch: settings.sessionReadBatch)) {
+                                                  configuration: worker.options.readerConfiguration(batch: settings.sessionReadBatch, metadata: .ecn)) {
                 [unowned self, unowned session] _, batch in self.fromUpstream(batch, session: session)
             }
             let logger = worker.logger
@@ -147,8 +167,8 @@ final class RelayService: Service {
             session.watcher.onError = { _, failure in logger.debug("to upstream for \(client): \(failure)") }
             session.watcher.onSocketProblem = { _, problem in logger.debug("session \(client): \(problem)") }
             session.reader.start()
-            sessions[client] = session
-            logger.debug("relay: session for \(client) opened on local \((try? socket.localAddress)?.description ?? "?")")
+            sessions[key] = session
+            logger.debug("relay: session for \(client)\(key.local.map { " (contacted at \($0.host))" } ?? "") opened on local \((try? socket.localAddress)?.description ?? "?")")
             return session
         } catch {
             refused += 1
@@ -167,16 +187,19 @@ final class RelayService: Service {
                 foreign += 1
                 continue
             }
-            if !toClient.enqueueOrFlush(datagram.payload, to: session.client) { queueFull += 1 }
+            // Answered from the address the client contacted, with the upstream's ECN codepoint.
+            if !toClient.enqueueOrFlush(datagram.payload, to: session.client, metadata: ecnMetadata(datagram.ecn, from: session.local)) {
+                queueFull += 1
+            }
         }
     }
 
     private func closeIdleSessions() {
         let deadline = worker.loop.now - settings.sessionTimeout
-        for (client, session) in sessions where session.lastActive < deadline {
+        for (key, session) in sessions where session.lastActive < deadline {
             close(session)
-            sessions[client] = nil
-            worker.logger.debug("relay: session for \(client) closed after \(settings.sessionTimeout) s idle")
+            sessions[key] = nil
+            worker.logger.debug("relay: session for \(key.client) closed after \(settings.sessionTimeout) s idle")
         }
     }
 

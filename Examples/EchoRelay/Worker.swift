@@ -47,7 +47,9 @@ final class Worker {
     /// Opens, sizes and binds a listening socket (SO_REUSEPORT when several workers share its address)
     /// and puts a reader and a watcher on it; `handler` gets each received batch with that endpoint's
     /// watcher. A failure names the address and exits 1.
-    func endpoint(on address: SocketAddress, ring: Int,
+    /// On a wildcard address the reader also reports each datagram's destination, so the service can
+    /// answer from the address each client contacted; `metadata` adds what else the service needs.
+    func endpoint(on address: SocketAddress, ring: Int, metadata: BatchedUDPReader.Metadata = [],
                   handler: @escaping (BatchedUDPWatcher, ReceivedBatch) -> Void) throws -> Endpoint {
         let socket: UDPSocket
         do {
@@ -60,7 +62,9 @@ final class Worker {
             throw Daemon.failure("cannot listen on \(address): \(error)", logger)
         }
         let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: options.watcherConfiguration(capacity: ring))
-        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: options.readerConfiguration()) { _, batch in
+        var readerConfiguration = options.readerConfiguration()
+        readerConfiguration.metadata = metadata.union(address.isWildcard ? .destination : [])
+        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: readerConfiguration) { _, batch in
             handler(watcher, batch)
         }
         let logger = self.logger

@@ -42,10 +42,25 @@ struct Send: ParsableCommand {
         case automatic, off
     }
 
+    @Option(help: "ECN codepoint to mark every datagram with: not-ect, ect0, ect1 or ce (an IP_TOS / IPV6_TCLASS control message per datagram). With --expect-replies the report counts the codepoints the replies carried.")
+    var ecn: ECNCodepoint?
+
+    enum ECNCodepoint: String, ExpressibleByArgument, CaseIterable {
+        case notECT = "not-ect", ect0, ect1, ce
+        var codepoint: ECN {
+            switch self {
+            case .notECT: return .notECT
+            case .ect0: return .ect0
+            case .ect1: return .ect1
+            case .ce: return .ce
+            }
+        }
+    }
+
     @Option(help: "SO_SNDBUF in bytes (the kernel doubles it and enforces a minimum).")
     var sndbuf: Int?
 
-    @Flag(help: "Read the replies (an echo server's) and report received, lost, reordered and round-trip times.")
+    @Flag(help: "Read the replies (an echo server's) and report received, lost, reordered and round-trip times. A round trip runs from the time stamped into the datagram as it is enqueued to the kernel's receive time of its reply (SO_TIMESTAMPNS), so it includes the wait in the send ring, the echo server's own delay and both kernels' paths, not this process's reading delay.")
     var expectReplies = false
 
     @Option(help: "With --expect-replies: at most this many datagrams awaiting their reply (a closed loop that measures round trips per second without overrunning the echo server).")
@@ -118,11 +133,17 @@ final class Blaster {
     private var replies = 0, unique = 0, reordered = 0, duplicates = 0, foreign = 0
     private var highest = -1
     private var latency = LatencyHistogram()
+    /// ECN codepoints and local destination addresses the replies carried, counted.
+    private var replyECN: [ECN: Int] = [:]
+    private var replyDestinations: [SocketAddress: Int] = [:]
+    /// What every datagram carries (--ecn), built once.
+    private let metadata: SendMetadata?
 
     init(_ options: Send, destination: SocketAddress) throws {
         self.options = options
         self.destination = destination
         limit = options.count ?? (options.duration == nil ? 1_000_000 : Int.max)
+        metadata = options.ecn.map { SendMetadata(ecn: $0.codepoint) }
         do {
             loop = try EventLoop()
             let socket = try UDPSocket(family: destination.family)
@@ -140,6 +161,7 @@ final class Blaster {
                 readerConfiguration.maxDatagramSize = options.size
                 readerConfiguration.batchSize = options.gro ? 64 : 256
                 readerConfiguration.gro = options.gro
+                readerConfiguration.metadata = [.ecn, .destination, .receiveTime]
                 reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: readerConfiguration) { [unowned self] _, batch in
                     self.received(batch)
                 }
@@ -176,7 +198,7 @@ final class Blaster {
         while next < limit && next < paced && next < window && !timeUp && watcher.isWritable {
             let sequence = next
             do {
-                try watcher.enqueue { slot in
+                try watcher.enqueue(metadata: metadata) { slot in
                     slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
                     if stamp { slot.storeBytes(of: Blaster.nanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self) }
                     return size
@@ -205,17 +227,23 @@ final class Blaster {
     private func received(_ batch: ReceivedBatch) {
         let now = Blaster.nanoseconds()
         for datagram in batch {
+            // A round trip ends when the kernel received the reply (SO_TIMESTAMPNS), not when this loop
+            // got round to reading it; without a kernel timestamp, now.
+            let arrived = datagram.receiveTime.map { UInt64($0.components.seconds) * 1_000_000_000 + UInt64($0.components.attoseconds / 1_000_000_000) } ?? now
             replies += 1
+            if let ecn = datagram.ecn { replyECN[ecn, default: 0] += 1 }
+            if let destination = datagram.destination { replyDestinations[destination, default: 0] += 1 }
             guard datagram.payload.count >= 16 else { foreign += 1; continue }
             let sequence = Int(UInt64(littleEndian: datagram.payload.loadUnaligned(as: UInt64.self)))
             let sentAt = UInt64(littleEndian: datagram.payload.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
             guard sequence >= 0, sequence < next, sentAt <= now else { foreign += 1; continue }
+            let ended = max(arrived, sentAt)
             let (word, bit) = (sequence / 64, UInt64(1) << UInt64(sequence % 64))
             while seen.count <= word { seen.append(0) }
             if seen[word] & bit != 0 { duplicates += 1; continue }
             seen[word] |= bit
             unique += 1
-            latency.record(nanoseconds: now - sentAt)
+            latency.record(nanoseconds: ended - sentAt)
             if sequence < highest { reordered += 1 } else { highest = sequence }
         }
         lastReplyAt = now
@@ -248,14 +276,17 @@ final class Blaster {
                 ("round_trips_per_s", .int(Int(Double(unique) / max(Double(lastReplyAt &- start) / 1e9, 1e-9)))),
                 ("rtt_p50_us", .rate(micro(latency.percentile(0.5)))), ("rtt_p99_us", .rate(micro(latency.percentile(0.99)))),
                 ("rtt_max_us", .rate(micro(latency.max))),
+                ("reply_ecn", .text(ECN.allCases.compactMap { ecn in replyECN[ecn].map { "\(ecn)=\($0)" } }.joined(separator: " "))),
+                ("reply_destinations", .text(replyDestinations.sorted { $0.value > $1.value }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))),
             ]
         }
         return Report(fields)
     }
 
+    /// The realtime clock, as the kernel's receive timestamps use it, in nanoseconds since the epoch.
     static func nanoseconds() -> UInt64 {
         var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
+        clock_gettime(CLOCK_REALTIME, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }

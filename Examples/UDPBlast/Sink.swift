@@ -4,7 +4,8 @@ import Glibc
 import Libev
 
 /// Receives udp-blast datagrams and checks them: how many arrived, how many are missing, out of order,
-/// or duplicated, by the sequence number in their first 8 bytes.
+/// or duplicated, by the sequence number in their first 8 bytes; and which ECN codepoints and which of
+/// the host's addresses (on a wildcard --listen) they came with.
 struct Sink: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Receive udp-blast datagrams and report received, lost, reordered and duplicated.",
@@ -51,23 +52,27 @@ struct Sink: ParsableCommand {
         var seen = [UInt64](repeating: 0, count: (count + 63) / 64)
         var received = 0, unique = 0, reordered = 0, duplicates = 0, foreign = 0, bytes = 0
         var highest = -1
+        var ecn: [ECN: Int] = [:]
+        var destinations: [SocketAddress: Int] = [:]
         let clock = ContinuousClock()
         var first: ContinuousClock.Instant?
         var last = clock.now
         let expected = count
-        var buffer = [UInt8](repeating: 0, count: 65_536)
 
         let idle = TimerWatcher(loop: loop, after: startTimeout) { timer in timer.loop.breakLoop() }
-        let reader = try IOWatcher(loop: loop, fileDescriptor: socket.fileDescriptor, events: .read) { watcher, _ in
-            while true {
-                let n = buffer.withUnsafeMutableBytes { recv(watcher.fileDescriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-                guard n >= 0 else { break }
+        var configuration = BatchedUDPReader.Configuration()
+        configuration.batchSize = 256
+        configuration.maxDatagramSize = 65_507
+        configuration.maxCallsPerEvent = 64
+        configuration.metadata = [.ecn, .destination]  // which codepoints, and which local addresses, were used
+        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: configuration) { reader, batch in
+            for datagram in batch {
                 received += 1
-                bytes += n
-                last = clock.now
-                if first == nil { first = last }
-                guard n >= 8 else { foreign += 1; continue }
-                let sequence = buffer.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+                bytes += datagram.payload.count
+                if let codepoint = datagram.ecn { ecn[codepoint, default: 0] += 1 }
+                if let destination = datagram.destination { destinations[destination, default: 0] += 1 }
+                guard datagram.payload.count >= 8 else { foreign += 1; continue }
+                let sequence = Int(UInt64(littleEndian: datagram.payload.loadUnaligned(as: UInt64.self)))
                 guard sequence >= 0 && sequence < expected else { foreign += 1; continue }
                 let (word, bit) = (sequence / 64, UInt64(1) << UInt64(sequence % 64))
                 if seen[word] & bit != 0 { duplicates += 1; continue }
@@ -75,13 +80,16 @@ struct Sink: ParsableCommand {
                 unique += 1
                 if sequence < highest { reordered += 1 } else { highest = sequence }
             }
-            if unique == expected { watcher.loop.breakLoop() }
+            last = clock.now
+            if first == nil { first = last }
+            if unique == expected { reader.loop.breakLoop() }
             idle.repeatInterval = self.timeout
             idle.again()
         }
         reader.start()
         idle.start()
         loop.run()
+        reader.stop()
 
         let span = first.map { Report.seconds(last - $0) } ?? 0
         let report = Report([
@@ -89,6 +97,8 @@ struct Sink: ParsableCommand {
             ("received", .int(received)), ("lost", .int(expected - unique)), ("reordered", .int(reordered)),
             ("duplicates", .int(duplicates)), ("foreign", .int(foreign)), ("bytes", .int(bytes)),
             ("seconds", .seconds(span)), ("pps", .int(Int(Double(received) / max(span, 1e-9)))),
+            ("ecn", .text(ECN.allCases.compactMap { codepoint in ecn[codepoint].map { "\(codepoint)=\($0)" } }.joined(separator: " "))),
+            ("destinations", .text(destinations.sorted { $0.value > $1.value }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))),
         ])
         print(json ? report.json : report.human(title: "udp-blast sink"))
         guard unique == expected, duplicates == 0 else {

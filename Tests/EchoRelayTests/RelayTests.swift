@@ -141,6 +141,7 @@ import TestSupport
         (["sink", "--listen", "localhost"], "invalid address 'localhost'"),
         (["--to", "127.0.0.1:9", "--window", "10"], "--window needs --expect-replies"),
         (["--to", "127.0.0.1:9", "--segmentation", "sometimes"], "--segmentation"),
+        (["--to", "127.0.0.1:9", "--ecn", "maybe"], "--ecn"),
     ])
     func udpBlastBadOptionsExit64NamingThem(arguments: [String], message: String) throws {
         let (status, output) = try RunningRelay.runToExit(arguments, executable: "udp-blast")
