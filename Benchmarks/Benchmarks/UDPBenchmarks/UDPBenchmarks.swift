@@ -13,13 +13,13 @@ func blackHole() throws -> (UDPSocket, SocketAddress) {
     return (sink, try sink.localAddress)
 }
 
-/// Queues `count` datagrams of `size` bytes and runs the loop until they are all sent.
-func send(_ watcher: BatchedUDPWatcher, count: Int, size: Int) {
+/// Queues `count` datagrams of `size` bytes (each with `metadata`) and runs the loop until they are all sent.
+func send(_ watcher: BatchedUDPWatcher, count: Int, size: Int, metadata: SendMetadata? = nil) {
     var next = 0
     while next < count {
         while next < count {
             let sequence = next
-            guard (try? watcher.enqueue { slot in
+            guard (try? watcher.enqueue(metadata: metadata) { slot in
                 slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
                 return size
             }) != nil else { break }
@@ -57,6 +57,31 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // The same sends with a source address per datagram (IP_PKTINFO in every slot's control area).
+    for segmentation in [false, true] {
+        let name = "send 64 B, GSO \(segmentation ? "on" : "off"), source address per datagram, \(datagramsPerIteration) datagrams"
+        Benchmark(name, configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+            let loop = try EventLoop()
+            let (sink, address) = try blackHole()
+            let socket = try UDPSocket(family: .ipv4)
+            try socket.connect(to: address)
+            var configuration = BatchedUDPWatcher.Configuration()
+            configuration.capacity = 4096
+            configuration.maxDatagramSize = 64
+            configuration.segmentation = segmentation ? .automatic : .off
+            let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
+            let metadata = SendMetadata(source: .loopbackIPv4(port: 0))
+            send(watcher, count: datagramsPerIteration, size: 64, metadata: metadata)  // warm-up
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                send(watcher, count: datagramsPerIteration, size: 64, metadata: metadata)
+            }
+            benchmark.stopMeasurement()
+            Benchmark.blackHole(watcher.counters.sent)
+            withExtendedLifetime(sink) {}
+        }
+    }
+
     Benchmark("receive 64 B, \(datagramsPerIteration) datagrams", configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
         let loop = try EventLoop()
         let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
@@ -85,20 +110,30 @@ let benchmarks: @Sendable () -> Void = {
         Benchmark.blackHole(received)
     }
 
-    Benchmark("echo round trips 64 B, window 256, \(datagramsPerIteration) datagrams", configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+    // Echo round trips; the wildcard variant binds 0.0.0.0, asks the reader for each datagram's
+    // destination and answers from it (enqueue(_:replyingTo:)), as a multi-homed server must.
+    for wildcard in [false, true] {
+    let name = "echo round trips 64 B, window 256, " + (wildcard ? "wildcard listener with metadata, " : "") + "\(datagramsPerIteration) datagrams"
+    Benchmark(name, configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
         let loop = try EventLoop()
-        let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        let server = try UDPSocket(bindingTo: wildcard ? SocketAddress(ipv4: 0, 0, 0, 0, port: 0) : .loopbackIPv4(port: 0))
         try server.setReceiveBufferSize(8 << 20, force: true)
         var serverConfiguration = BatchedUDPWatcher.Configuration()
         serverConfiguration.maxDatagramSize = 64
         let replies = try BatchedUDPWatcher(loop: loop, socket: server, configuration: serverConfiguration)
-        let echo = try BatchedUDPReader(loop: loop, socket: server) { _, batch in
-            for datagram in batch { _ = try? replies.enqueue(datagram.payload, to: datagram.sender) }
+        var readerConfiguration = BatchedUDPReader.Configuration()
+        readerConfiguration.metadata = wildcard ? [.destination] : []
+        let echo = try BatchedUDPReader(loop: loop, socket: server, configuration: readerConfiguration) { _, batch in
+            if wildcard {
+                for datagram in batch { _ = try? replies.enqueue(datagram.payload, replyingTo: datagram) }
+            } else {
+                for datagram in batch { _ = try? replies.enqueue(datagram.payload, to: datagram.sender) }
+            }
         }
         echo.start()
         let client = try UDPSocket(family: .ipv4)
         try client.setReceiveBufferSize(8 << 20, force: true)
-        try client.connect(to: server.localAddress)
+        try client.connect(to: .loopbackIPv4(port: server.localAddress.port))
         let requests = try BatchedUDPWatcher(loop: loop, socket: client, configuration: serverConfiguration)
         var answered = 0, sent = 0, target = 0
         func refill() {
@@ -126,5 +161,6 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations { round() }
         benchmark.stopMeasurement()
         Benchmark.blackHole(answered)
+    }
     }
 }
