@@ -66,7 +66,8 @@ extension BatchedUDPWatcher {
     // MARK: Enqueue helpers
 
     /// Checks state, destination, metadata and size; returns the destination as it will be written to
-    /// the slot.
+    /// the slot. The metadata check is out of line: datagrams without metadata do not pay for it.
+    @inline(__always)
     func resolve(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) -> SocketAddress? {
         guard state == .open else { throw .closed }
         var target = destination
@@ -79,15 +80,20 @@ extension BatchedUDPWatcher {
         } else if !isConnected {
             throw .destinationRequired
         }
-        if let source = metadata?.source {
-            let ipv4 = destination?.isIPv4OnTheWire ?? connectedPeerIsIPv4
-            guard (source.ipv4Unmapped ?? source).family == (ipv4 ? .ipv4 : .ipv6) else {
-                throw .sourceFamilyMismatch(source: source, destination: destination)
-            }
-        }
+        if metadata != nil { try check(metadata!, for: destination) }
         let limit = min(ring.slotSize, (destination?.family ?? socket.family).maxUDPPayload)
         guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
         return target
+    }
+
+    /// The source address, if any, must be of the destination's real family.
+    @inline(never)
+    private func check(_ metadata: SendMetadata, for destination: SocketAddress?) throws(BatchedUDPError) {
+        guard let source = metadata.source else { return }
+        let ipv4 = destination?.isIPv4OnTheWire ?? connectedPeerIsIPv4
+        guard (source.ipv4Unmapped ?? source).family == (ipv4 ? .ipv4 : .ipv6) else {
+            throw .sourceFamilyMismatch(source: source, destination: destination)
+        }
     }
 
     func reject() -> BatchedUDPError {
@@ -96,13 +102,10 @@ extension BatchedUDPWatcher {
     }
 
     /// Queues the tail slot, updates counters and marks, and makes sure a drain will run.
+    @inline(__always)
     func commit(length: Int, destination: SocketAddress?, metadata: SendMetadata?) -> Int {
         ring.commitTail(length: length, destination: destination)
-        if var metadata, !metadata.isEmpty {
-            if isECNRefused { metadata.ecn = nil }
-            if let source = metadata.source { metadata.source = source.ipv4Unmapped ?? source }
-            ring.attachMetadata(metadata, ipv4: destination.map { $0.isIPv4OnTheWire } ?? connectedPeerIsIPv4)
-        }
+        if metadata != nil { attach(metadata!, destination: destination) }
         let sequence = tally.enqueued
         tally.enqueued += 1
         tally.peakQueued = max(tally.peakQueued, ring.count)
@@ -115,6 +118,17 @@ extension BatchedUDPWatcher {
         }
         if updateWritability() { deliverReports() }
         return sequence
+    }
+
+    /// Writes the metadata control messages of the datagram just committed (out of line: datagrams
+    /// without metadata do not pay for it).
+    @inline(never)
+    private func attach(_ metadata: SendMetadata, destination: SocketAddress?) {
+        guard !metadata.isEmpty else { return }
+        var metadata = metadata
+        if isECNRefused { metadata.ecn = nil }
+        if let source = metadata.source { metadata.source = source.ipv4Unmapped ?? source }
+        ring.attachMetadata(metadata, ipv4: destination.map { $0.isIPv4OnTheWire } ?? connectedPeerIsIPv4)
     }
 
     /// Starts the end-of-iteration drain unless a write watcher or back-off timer already owns the next one.

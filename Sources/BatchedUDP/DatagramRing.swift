@@ -26,7 +26,11 @@ final class DatagramRing {
     /// carries metadata: a ring that never does costs nothing for it.
     private var controls: UnsafeMutableRawPointer?
     /// Bytes of control area per slot.
-    static let controlSpace = cudp_send_control_space()
+    static var controlSpace: Int { cudp_send_control_space() }
+    /// The same, read once (a static let would cost a swift_once check per datagram).
+    private let controlStride = DatagramRing.controlSpace
+    /// The metadata written last, and where: the next datagram with the same metadata copies its bytes.
+    private var lastMetadata: (metadata: SendMetadata, ipv4: Bool, slot: Int, length: Int)?
     private let addresses: UnsafeMutablePointer<sockaddr_storage>
     private let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cudp_mmsghdr>
@@ -96,6 +100,16 @@ final class DatagramRing {
     func attachMetadata(_ metadata: SendMetadata, ipv4: Bool) {
         let slot = index(count - 1)
         let control = controlArea(slot)
+        // Senders mostly repeat the same metadata (one source address, one ECN codepoint): copy the
+        // control messages written last instead of building them again.
+        if let last = lastMetadata, last.ipv4 == ipv4, last.metadata.ecn == metadata.ecn,
+           last.metadata.interfaceIndex == metadata.interfaceIndex, last.metadata.source == metadata.source {
+            control.copyMemory(from: controlArea(last.slot), byteCount: last.length)
+            messages[slot].msg_hdr.msg_control = control
+            messages[slot].msg_hdr.msg_controllen = last.length
+            lastMetadata = (metadata, ipv4, slot, last.length)
+            return
+        }
         let ecn = metadata.ecn.map { Int32($0.rawValue) } ?? -1
         let length: Int
         if let source = metadata.source {
@@ -108,6 +122,7 @@ final class DatagramRing {
         guard length > 0 else { return }
         messages[slot].msg_hdr.msg_control = control
         messages[slot].msg_hdr.msg_controllen = length
+        lastMetadata = (metadata, ipv4, slot, length)
     }
 
     /// The metadata of the datagram `offset` places after the head, read back from its control messages.
@@ -129,6 +144,7 @@ final class DatagramRing {
 
     /// Drops the ECN message from every queued datagram (the kernel refused ECN on this socket).
     func removeECN() {
+        lastMetadata = nil
         for offset in 0..<count {
             let slot = index(offset)
             guard let control = messages[slot].msg_hdr.msg_control, messages[slot].msg_hdr.msg_controllen > 0 else { continue }
@@ -147,6 +163,7 @@ final class DatagramRing {
 
     /// Drops the ECN message of the head datagram only.
     func removeHeadECN() {
+        if lastMetadata?.slot == head { lastMetadata = nil }
         guard let control = messages[head].msg_hdr.msg_control else { return }
         let kept = cudp_send_control_without_ecn(control, messages[head].msg_hdr.msg_controllen)
         messages[head].msg_hdr.msg_controllen = kept
@@ -155,11 +172,11 @@ final class DatagramRing {
 
     private func controlArea(_ slot: Int) -> UnsafeMutableRawPointer {
         if controls == nil {
-            let area = UnsafeMutableRawPointer.allocate(byteCount: capacity * DatagramRing.controlSpace, alignment: MemoryLayout<cmsghdr>.alignment)
-            area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * DatagramRing.controlSpace)
+            let area = UnsafeMutableRawPointer.allocate(byteCount: capacity * controlStride, alignment: MemoryLayout<cmsghdr>.alignment)
+            area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * controlStride)
             controls = area
         }
-        return controls! + slot * DatagramRing.controlSpace
+        return controls! + slot * controlStride
     }
 
     /// How many queued datagrams from the head can go in one `sendmmsg` vector (they stop at the ring's end).
