@@ -200,7 +200,7 @@ final class Blaster {
             do {
                 try watcher.enqueue(metadata: metadata) { slot in
                     slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
-                    if stamp { slot.storeBytes(of: Blaster.nanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self) }
+                    if stamp { slot.storeBytes(of: Blaster.wallNanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self) }
                     return size
                 }
             } catch {
@@ -225,7 +225,9 @@ final class Blaster {
     }
 
     private func received(_ batch: ReceivedBatch) {
-        let now = Blaster.nanoseconds()
+        // Round trips are measured on the realtime clock, the one the kernel stamps receives with; the
+        // run's own timing (pacing, duration, rates) stays on the monotonic clock.
+        let now = Blaster.wallNanoseconds()
         for datagram in batch {
             // A round trip ends when the kernel received the reply (SO_TIMESTAMPNS), not when this loop
             // got round to reading it; without a kernel timestamp, now.
@@ -246,7 +248,7 @@ final class Blaster {
             latency.record(nanoseconds: ended - sentAt)
             if sequence < highest { reordered += 1 } else { highest = sequence }
         }
-        lastReplyAt = now
+        lastReplyAt = Blaster.nanoseconds()
         if sendingEnded != 0 && unique == watcher.counters.sent {
             replyDeadline?.stop()
             reader?.stop()
@@ -283,8 +285,16 @@ final class Blaster {
         return Report(fields)
     }
 
-    /// The realtime clock, as the kernel's receive timestamps use it, in nanoseconds since the epoch.
+    /// The monotonic clock, in nanoseconds: pacing, duration and rates.
     static func nanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    /// The realtime clock, as the kernel's receive timestamps (SO_TIMESTAMPNS) use it, in nanoseconds
+    /// since the epoch: the stamps round trips are measured with.
+    static func wallNanoseconds() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)

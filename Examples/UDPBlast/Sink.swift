@@ -61,7 +61,7 @@ struct Sink: ParsableCommand {
 
         let idle = TimerWatcher(loop: loop, after: startTimeout) { timer in timer.loop.breakLoop() }
         var configuration = BatchedUDPReader.Configuration()
-        configuration.batchSize = 256
+        configuration.batchSize = 32             // 32 slots of the largest datagram: 2 MiB
         configuration.maxDatagramSize = 65_507
         configuration.maxCallsPerEvent = 64
         configuration.metadata = [.ecn, .destination]  // which codepoints, and which local addresses, were used

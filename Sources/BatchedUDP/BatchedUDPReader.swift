@@ -195,11 +195,17 @@ public final class BatchedUDPReader {
             switch Syscall.recvmmsg(fd, slots.messages, slots.count) {
             case let .done(received):
                 deliver(received)
-                if received < slots.count { return }
+                if received < slots.count {
+                    // The receive queue is empty. With IP_RECVERR on, read the error queue now too: with
+                    // steady traffic no wakeup would come back empty, and its entries (EPOLLERR) would
+                    // keep waking a watcher that leaves them to this reader.
+                    if socket.errorQueueEnabled && !socketClosed { readQueuedErrors() }
+                    return
+                }
             case .failed(.EAGAIN):
                 // Woken with nothing to read: epoll reports EPOLLERR while the error queue (IP_RECVERR)
                 // holds entries, and would wake the reader again at once until they are read.
-                if counters.datagrams == datagramsBefore { readQueuedErrors() }
+                if counters.datagrams == datagramsBefore || socket.errorQueueEnabled { readQueuedErrors() }
                 return
             case let .failed(error):
                 counters.errors += 1
@@ -219,7 +225,7 @@ public final class BatchedUDPReader {
 
     /// Reports what the socket's error queue holds, at most one batch's worth per wakeup.
     private func readQueuedErrors() {
-        for _ in 0..<configuration.batchSize {
+        for _ in 0..<configuration.batchSize where !socketClosed {
             switch Syscall.receiveQueuedError(fd) {
             case let .success(entry?):
                 counters.deliveryErrors += 1

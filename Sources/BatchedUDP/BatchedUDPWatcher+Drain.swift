@@ -81,7 +81,9 @@ extension BatchedUDPWatcher {
             throw .destinationRequired
         }
         if metadata != nil { try check(metadata!, for: destination) }
-        let limit = min(ring.slotSize, (destination?.family ?? socket.family).maxUDPPayload)
+        // IPv4 on the wire (an IPv4 or IPv4-mapped destination, or a connected IPv4 peer) allows 65,507 bytes.
+        let ipv4 = destination?.isIPv4OnTheWire ?? (socket.family == .ipv4 || connectedPeerIsIPv4)
+        let limit = min(ring.slotSize, ipv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload)
         guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
         return target
     }
@@ -149,7 +151,7 @@ extension BatchedUDPWatcher {
         }
         let sentBefore = tally.sent, eagainBefore = tally.eagain
         drain()
-        if tally.sent == sentBefore && tally.eagain > eagainBefore && !socket.errorQueueHasReader {
+        if tally.sent == sentBefore && tally.eagain > eagainBefore && state != .closed && !socket.errorQueueHasReader {
             readQueuedErrors()
             deliverReports()
         }
@@ -193,6 +195,7 @@ extension BatchedUDPWatcher {
             case .empty, .closed:
                 writeWatcher.stop()
                 backoffTimer.stop()
+                noBufferSince = nil
             case .wouldBlock:
                 writeWatcher.start()
             case .backOff:
@@ -200,6 +203,7 @@ extension BatchedUDPWatcher {
                 if noBufferTimeExpired() {
                     // No datagram has gone out for noBufferTimeout seconds: report them all, so a host's
                     // loop can finish and the caller learns that the path is not taking anything.
+                    clearRetryState()
                     while !ring.isEmpty { failHead(.ENOBUFS) }
                     noBufferSince = nil
                 } else {
@@ -384,6 +388,14 @@ extension BatchedUDPWatcher {
         }
     }
 
+    /// Forgets second tries and refused runs: every queued datagram is about to be failed.
+    private func clearRetryState() {
+        headRetry = nil
+        ecnRetry = nil
+        refusedRun = nil
+        singlesAtHead = 0
+    }
+
     /// Removes `n` datagrams from the head; returns their payload bytes.
     private func popHead(_ n: Int) -> Int {
         if singlesAtHead > 0 {
@@ -420,10 +432,7 @@ extension BatchedUDPWatcher {
         backoffTimer.stop()
         closeTimer?.stop()
         closeTimer = nil
-        headRetry = nil
-        ecnRetry = nil
-        refusedRun = nil
-        singlesAtHead = 0
+        clearRetryState()
         while !ring.isEmpty { failHead(error) }
         if let completion = closeCompletion {
             closeCompletion = nil

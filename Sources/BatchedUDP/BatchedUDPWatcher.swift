@@ -290,6 +290,8 @@ public final class BatchedUDPWatcher {
             length = try body(slot)
         }
         precondition((0...slot.count).contains(length), "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
+        // The body may have closed the watcher's socket (and so the watcher): nothing may be queued then.
+        guard state == .open else { throw BatchedUDPError.closed }
         guard ring.canAccept(length: length) else { throw reject() }
         return commit(length: length, destination: target, metadata: metadata)
     }
@@ -317,7 +319,8 @@ public final class BatchedUDPWatcher {
 
     /// Stops accepting datagrams, keeps sending the queued ones for up to `seconds`, then reports what is
     /// left with ETIMEDOUT and closes. `completion` runs on the loop thread once the watcher is closed.
-    /// While flushing, the watcher keeps the loop running. Does nothing unless the watcher is open.
+    /// While flushing, the watcher keeps the loop running (unless ``Configuration/keepsLoopAlive`` is
+    /// false). Does nothing unless the watcher is open.
     public func close(flushingWithin seconds: Double, completion: ((BatchedUDPWatcher) -> Void)? = nil) {
         checkEntry("close(flushingWithin:completion:)")
         guard state == .open else { return }

@@ -39,8 +39,10 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
     /// accepted alone, the destination gets no super-datagrams for a while (``BatchedUDPWatcher``
     /// remembers up to 32 destinations, for 60 s each).
     public internal(set) var segmentationFallbacks = 0
-    /// Times segmentation was turned off for the socket (0 or 1): three super-datagrams in a row, to
-    /// different destinations, were refused with EIO or EINVAL while the same datagrams went out one by one.
+    /// Times segmentation was turned off for the socket (0 or 1): three super-datagrams in a row (with
+    /// none accepted in between) were refused with EIO or EINVAL while the same datagrams went out one by
+    /// one. A refused destination gets no super-datagrams for 60 s, so the three are usually to three
+    /// destinations.
     public internal(set) var segmentationDisabled = 0
     /// Times the kernel refused a datagram's ECN control message (EIO or EINVAL) and took the datagram
     /// without it; ECN is then no longer sent on the socket (0 or 1; ``BatchedUDPWatcher/isSendingECN``).

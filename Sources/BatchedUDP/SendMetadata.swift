@@ -15,6 +15,7 @@ public struct SendMetadata: Sendable, Hashable, CustomStringConvertible {
     /// The ECN codepoint to mark the datagram with; nil sends the socket's default (not-ECT).
     public var ecn: ECN?
 
+    /// Metadata asking for what is given; nil fields leave the choice to the kernel. Cost: none (a value).
     public init(source: SocketAddress? = nil, interfaceIndex: UInt32? = nil, ecn: ECN? = nil) {
         self.source = source
         self.interfaceIndex = interfaceIndex

@@ -18,6 +18,9 @@ public final class UDPSocket {
     private let closesOnDeinit: Bool
     /// The watchers and readers registered on this socket (held weakly), told before the descriptor closes.
     var users: [WeakSocketUser] = []
+    /// Whether IP_RECVERR was turned on through this object: a reader then reads the error queue on every
+    /// wakeup that emptied the receive queue, so entries never wait behind steady traffic.
+    var errorQueueEnabled = false
 
     /// Opens a nonblocking UDP socket (`socket(2)`).
     /// - Throws: ``SocketError`` (for example EMFILE when out of descriptors).
@@ -179,6 +182,7 @@ public final class UDPSocket {
         let value: Int32 = on ? 1 : 0
         if family == .ipv6 { try setOption(Int32(IPPROTO_IPV6), IPV6_RECVERR, value, "IPV6_RECVERR") }
         try setOption(Int32(IPPROTO_IP), IP_RECVERR, value, "IP_RECVERR")
+        errorQueueEnabled = on
     }
 
     /// Whether O_NONBLOCK is set.
@@ -227,11 +231,11 @@ public final class UDPSocket {
     /// - Throws: ``SocketError`` if the kernel reports an error (the descriptor is released anyway).
     public func close() throws(SocketError) {
         guard fileDescriptor >= 0 else { return }
+        let fd = fileDescriptor
+        fileDescriptor = -1  // a callback run below that closes again finds it closed
         let current = users.compactMap(\.user)
         users.removeAll()
         for user in current { user.socketWillClose() }
-        let fd = fileDescriptor
-        fileDescriptor = -1
         if let error = Syscall.close(fd) { throw SocketError("close", errno: error) }
     }
 

@@ -69,7 +69,8 @@ public class Watcher {
         if !keepsLoopAlive { dropRef() }
     }
 
-    /// Stops the watcher and clears a pending event (`ev_TYPE_stop`); safe to call at any time.
+    /// Stops the watcher and clears a pending event (`ev_TYPE_stop`); safe to call at any time on the
+    /// loop thread (debug builds check it while the loop runs).
     public final func stop() {
         loop.assertOnLoopThread("\(type(of: self)).stop()")
         stopWatcher()

@@ -34,6 +34,21 @@ import TestSupport
         expectAccounted(watcher)
     }
 
+    /// A writing body that closes the watcher's socket (and so the watcher): the datagram is not queued
+    /// into the closed watcher (where nothing would ever send or report it); the enqueue throws `closed`.
+    @Test func writingBodyThatClosesTheSocketQueuesNothing() throws {
+        let loop = try EventLoop()
+        let (watcher, _) = try connectedPair(loop: loop)
+        #expect(throws: BatchedUDPError.closed) {
+            try watcher.enqueue { slot in
+                try watcher.socket.close()
+                return 0
+            }
+        }
+        #expect(watcher.counters.enqueued == 0 && watcher.state == .closed)
+        expectAccounted(watcher)
+    }
+
     /// Closing the UDPSocket stops its reader for good: nothing is read from the socket that reuses the
     /// number, and `start()` does nothing.
     @Test func closingTheSocketStopsItsReader() throws {
