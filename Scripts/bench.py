@@ -130,34 +130,31 @@ def measure_echo(count):
     return {name: statistics.median(values) for name, values in rates.items()}, memory, (idle_long, peak_long)
 
 
-def mallocs(report_path):
-    """Malloc (total) p50 per benchmark iteration, from the ordo-one suite's markdown output."""
+def ordo_p50(report_path, metric, convert):
+    """One metric's p50 per benchmark, from the ordo-one suite's markdown output: `convert` turns the
+    row's label (which carries the unit) and its p50 cell into the figure."""
     figures = {}
     name = None
     with open(report_path) as report:
         for line in report:
             if line.startswith("### "):
                 name = line[4:].strip()
-            elif name and line.startswith("| Malloc (total)"):
+            elif name and line.startswith("| " + metric):
                 cells = [cell.strip() for cell in line.split("|")]
-                figures[name] = int(cells[4].replace(",", ""))  # p50
+                figures[name] = convert(cells[1], int(cells[4].replace(",", "")))  # p50
     return figures
+
+
+def mallocs(report_path):
+    """Malloc (total) p50 per benchmark iteration."""
+    return ordo_p50(report_path, "Malloc (total)", lambda label, value: value)
 
 
 def wall_times(report_path):
-    """Time (wall clock) p50 per benchmark iteration in seconds, from the ordo-one suite's markdown output."""
+    """Time (wall clock) p50 per benchmark iteration, in seconds."""
     units = {"ns": 1e-9, "μs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
-    figures = {}
-    name = None
-    with open(report_path) as report:
-        for line in report:
-            if line.startswith("### "):
-                name = line[4:].strip()
-            elif name and line.startswith("| Time (wall clock)"):
-                cells = [cell.strip() for cell in line.split("|")]
-                unit = re.search(r"\((ns|μs|us|ms|s)\)", cells[1]).group(1)
-                figures[name] = int(cells[4].replace(",", "")) * units[unit]  # p50
-    return figures
+    return ordo_p50(report_path, "Time (wall clock)",
+                    lambda label, value: value * units[re.search(r"\((ns|μs|us|ms|s)\)", label).group(1)])
 
 
 def main():

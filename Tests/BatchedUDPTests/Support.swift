@@ -1,4 +1,5 @@
 @testable import BatchedUDP
+import CUDPShims
 import Glibc
 import Libev
 import Testing
@@ -33,3 +34,16 @@ func expectAccounted(_ watcher: BatchedUDPWatcher, sourceLocation: SourceLocatio
     #expect(watcher.isWaitingForWritable == false || c.queued > 0, "EV_WRITE armed with nothing queued", sourceLocation: sourceLocation)
 }
 
+
+/// The UDP_SEGMENT size a message asks for, nil when it carries no such control message.
+func segmentSize(of header: msghdr) -> Int? {
+    var copy = header
+    var control = cudp_cmsg_firsthdr(&copy)
+    while let current = control {
+        if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_SEGMENT) {
+            return Int(UnsafeRawPointer(cudp_cmsg_data(current)).loadUnaligned(as: UInt16.self))
+        }
+        control = cudp_cmsg_nxthdr(&copy, current)
+    }
+    return nil
+}

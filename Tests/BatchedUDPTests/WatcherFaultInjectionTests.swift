@@ -162,20 +162,6 @@ struct SplitMix64: RandomNumberGenerator {
             if watcher.isWaitingForWritable || watcher.isDrainScheduled || watcher.isBackingOff { fail("a closed watcher still has a watcher active") }
         }
 
-        /// The UDP_SEGMENT size of a message, nil when it has none.
-        func segmentSize(of header: msghdr) -> Int? {
-            var copy = header
-            var segment: Int?
-            var control = cudp_cmsg_firsthdr(&copy)
-            while let current = control {
-                if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_SEGMENT) {
-                    segment = Int(UnsafeRawPointer(cudp_cmsg_data(current)).loadUnaligned(as: UInt16.self))
-                }
-                control = cudp_cmsg_nxthdr(&copy, current)
-            }
-            return segment
-        }
-
         /// One message as the kernel sees it: its datagrams' sequence numbers (nil for an empty one).
         func datagrams(of header: msghdr) -> [Int?] {
             var total = 0

@@ -30,16 +30,9 @@ import TestSupport
             watcher.sendSeam = { fd, messages, count in
                 var offered: [Offered] = []
                 for index in 0..<count {
-                    var header = messages[index].msg_hdr
+                    let header = messages[index].msg_hdr
                     let sizes = (0..<header.msg_iovlen).map { header.msg_iov[$0].iov_len }
-                    var segment: Int?
-                    var control = cudp_cmsg_firsthdr(&header)
-                    while let current = control {
-                        if current.pointee.cmsg_level == Int32(CUDP_SOL_UDP) && current.pointee.cmsg_type == Int32(CUDP_UDP_SEGMENT) {
-                            segment = Int(UnsafeRawPointer(cudp_cmsg_data(current)).loadUnaligned(as: UInt16.self))
-                        }
-                        control = cudp_cmsg_nxthdr(&header, current)
-                    }
+                    let segment = segmentSize(of: header)
                     // One iovec may cover a whole run whose payloads lie end to end: split it by the segment size.
                     let joined = header.msg_iovlen == 1 && segment != nil
                     let split = joined ? stride(from: 0, to: sizes[0], by: segment!).map { min(segment!, sizes[0] - $0) } : sizes
