@@ -8,14 +8,16 @@ let package = Package(
     name: "Fuzz",
     dependencies: [.package(name: "swift-libev-udp", path: "../")],
     targets: [
+        // Starts libFuzzer's driver from each executable's main.
+        .target(name: "FuzzDriver"),
         // SocketAddress(parsing:) on arbitrary text, and SocketAddress(_:length:) on arbitrary sockaddr bytes.
         .executableTarget(
             name: "FuzzSocketAddress",
-            dependencies: [.product(name: "BatchedUDP", package: "swift-libev-udp")]),
-        // A received message as the kernel could fill it: control messages (UDP_GRO segment size), length
-        // and flags, then the split of a merged (GRO) receive back into datagrams.
+            dependencies: ["FuzzDriver", .product(name: "BatchedUDP", package: "swift-libev-udp")]),
+        // A received message as the kernel could fill it: control messages (PKTINFO, TOS, TCLASS, timestamps,
+        // UDP_GRO), length and flags, then the split of a merged (GRO) receive back into datagrams.
         .executableTarget(
             name: "FuzzReceivedMessage",
-            dependencies: [.product(name: "BatchedUDP", package: "swift-libev-udp")]),
+            dependencies: ["FuzzDriver", .product(name: "BatchedUDP", package: "swift-libev-udp")]),
     ]
 )

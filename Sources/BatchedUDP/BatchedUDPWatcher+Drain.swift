@@ -45,8 +45,9 @@ extension BatchedUDPWatcher {
     struct RefusedRun {
         let errno: Errno
         let destination: SegmentationLimits.Destination
-        /// One of its datagrams failed alone, and with the refusal's errno.
+        /// One of its datagrams failed when sent alone.
         var anyFailed = false
+        /// One of them failed alone with the refusal's own errno.
         var failedWithSameErrno = false
     }
 

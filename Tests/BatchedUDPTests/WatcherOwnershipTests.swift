@@ -114,6 +114,34 @@ import TestSupport
         expectAccounted(watcher)
     }
 
+    /// The ENOBUFS clock restarts when the ring empties: an old back-off, followed by datagrams that
+    /// failed for other reasons, does not make a much later back-off give up at once.
+    @Test func noBufferClockRestartsWhenTheRingEmpties() throws {
+        let loop = try EventLoop()
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.noBufferTimeout = 0.05
+        configuration.noBufferBackoff = 0.005
+        configuration.noBufferRetries = 0
+        configuration.segmentation = .off
+        let (watcher, receiver) = try connectedPair(configuration, loop: loop)
+        let script = ScriptedSendmmsg([.fail(.ENOBUFS), .fail(.EPERM)])
+        script.install(on: watcher)
+        var failures: [SendFailure] = []
+        watcher.onError = { _, failure in failures.append(failure) }
+        try watcher.enqueue(sequencePayload(0))
+        loop.run()  // backs off once, then the datagram fails with EPERM: the ring is empty
+        let pause = TimerWatcher(loop: loop, after: 0.1) { _ in }
+        pause.start()
+        loop.run()  // longer than noBufferTimeout
+        script.steps = [.fail(.ENOBUFS), .kernel]
+        try watcher.enqueue(sequencePayload(1))
+        loop.run()
+        #expect(failures.map(\.errno) == [.EPERM], "\(failures)")
+        #expect(receiver.receive(1).map(sequence(of:)) == [1])
+        #expect(watcher.counters.backoffs == 2)
+        expectAccounted(watcher)
+    }
+
     /// Sizes whose memory would overflow (or pass 16 GiB) are refused by name, never trapped on.
     @Test(arguments: [
         (Int.max, 2048, "capacity"), (1 << 24, 65_527, "16 GiB"), (1 << 30, 0, "capacity"), (Int.max / 2, 0, "capacity"),

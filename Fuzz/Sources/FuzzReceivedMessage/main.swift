@@ -6,6 +6,7 @@
 // cover the payload exactly, in pieces of at most the segment size, none empty unless the datagram is.
 @testable import BatchedUDP
 import CUDPShims
+import FuzzDriver
 import Glibc
 
 /// One slot with a control buffer, as a GRO reader has (created on first use).
@@ -55,13 +56,6 @@ func fuzzReceivedMessage(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     return 0
 }
 
-// The executable's main (SwiftPM names it with --defsym) starts libFuzzer's driver, as its own main would.
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-                     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
-
-var argumentCount = CommandLine.argc
-var arguments = CommandLine.unsafeArgv
-exit(runFuzzerDriver(&argumentCount, &arguments) { data, size in
+runFuzzer { data, size in
     fuzzReceivedMessage(data.map(UnsafeRawPointer.init) ?? UnsafeRawPointer(bitPattern: 1)!, size)
-})
+}

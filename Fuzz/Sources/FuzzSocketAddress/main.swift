@@ -5,6 +5,7 @@
 //   and length, it reads only those bytes, at any alignment, and gives nil or an address that writes back
 //   to the same family and port.
 import BatchedUDP
+import FuzzDriver
 import Glibc
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -36,13 +37,6 @@ func fuzzSocketAddress(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     return 0
 }
 
-// The executable's main (SwiftPM names it with --defsym) starts libFuzzer's driver, as its own main would.
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-                     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
-
-var argumentCount = CommandLine.argc
-var arguments = CommandLine.unsafeArgv
-exit(runFuzzerDriver(&argumentCount, &arguments) { data, size in
+runFuzzer { data, size in
     fuzzSocketAddress(data.map(UnsafeRawPointer.init) ?? UnsafeRawPointer(bitPattern: 1)!, size)
-})
+}
