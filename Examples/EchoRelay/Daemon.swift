@@ -4,7 +4,6 @@ import Glibc
 import Dispatch
 import Libev
 import Logging
-import Synchronization
 
 /// What a mode (echo, relay) gives the daemon.
 protocol Service: AnyObject {
@@ -74,7 +73,7 @@ final class Daemon {
     func run(listen: [SocketAddress], _ makeService: @escaping @Sendable (Worker, [SocketAddress]) throws -> Service) throws {
         let control: EventLoop
         do { control = try EventLoop() } catch { throw Daemon.failure("cannot create the event loop: \(error)", logger) }
-        let finished = Mutex<[Stats]>([])
+        let finished = Locked<[Stats]>([])
         let threads = options.threads
         let allFinished = AsyncWatcher(loop: control) { watcher in
             if finished.withLock({ $0.count }) == threads { watcher.loop.breakLoop() }
@@ -92,7 +91,7 @@ final class Daemon {
         var threadHandles: [pthread_t] = []
         var addresses = listen
         for index in 0..<threads {
-            let started = Mutex<Result<(Worker.Control, [SocketAddress]), ExitCode>?>(nil)
+            let started = Locked<Result<(Worker.Control, [SocketAddress]), ExitCode>?>(nil)
             let ready = DispatchSemaphore(value: 0)
             let (options, logger, bind, done) = (self.options, self.logger, addresses, allFinished.sender)
             threadHandles.append(Daemon.spawn {

@@ -19,7 +19,7 @@ final class Worker {
     /// The daemon's side of a worker: a stop request (1: drain, 2: drop what is queued) and its wake-up.
     final class Control: Sendable {
         let stopLevel = Atomic<Int>(0)
-        let signalName = Mutex("SIGTERM")
+        let signalName = Locked("SIGTERM")
         let wake: AsyncWatcher.Sender
 
         init(wake: AsyncWatcher.Sender) { self.wake = wake }

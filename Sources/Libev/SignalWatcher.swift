@@ -1,6 +1,5 @@
 internal import CLibev
 internal import Glibc
-internal import Synchronization
 
 /// Calls back on the loop thread after a Unix signal arrives (`ev_signal`).
 ///
@@ -57,7 +56,7 @@ public final class SignalWatcher: Watcher {
 
     /// Which loop each signal is bound to, counted by live watchers.
     final class Bindings: Sendable {
-        private let table = Mutex<[Int32: (loop: UInt, watchers: Int)]>([:])
+        private let table = Locked<[Int32: (loop: UInt, watchers: Int)]>([:])
 
         func reserve(signal: Int32, loop: OpaquePointer) throws(LibevError) {
             let key = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(loop)))

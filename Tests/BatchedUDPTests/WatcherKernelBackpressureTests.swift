@@ -5,7 +5,6 @@ import TestSupport
 import Foundation
 import Glibc
 import Libev
-import Synchronization
 import Testing
 
 /// Cases the kernel produces for real. Loopback itself never pushes back (it releases a datagram's send
@@ -117,7 +116,7 @@ struct SequenceCheck: CustomStringConvertible {
 /// Reads sequence numbers on its own thread while the loop sends.
 final class BackgroundReader: @unchecked Sendable {
     private let receiver: Receiver
-    private let result = Mutex<[Int]>([])
+    private let result = Locked<[Int]>([])
     private let done = DispatchSemaphore(value: 0)
 
     init(_ receiver: Receiver, expecting count: Int) {
