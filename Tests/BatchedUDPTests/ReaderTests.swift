@@ -55,10 +55,16 @@ import TestSupport
         let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(tcp) }
         #expect { _ = try self.reader(on: UDPSocket(adopting: tcp), loop: loop) } throws: { "\($0)".contains("stream (TCP) socket") }
-        let closed = try UDPSocket(family: .ipv4)
-        let open = try UDPSocket(adopting: closed.fileDescriptor)
-        try closed.close()
-        #expect { _ = try self.reader(on: open, loop: loop) } throws: { "\($0)".contains("EBADF") }
+        // A descriptor closed under the UDPSocket that adopted it. Its number is near the descriptor limit,
+        // where the tests running alongside (which get the lowest free numbers) cannot reuse it.
+        let socket = try UDPSocket(family: .ipv4)
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let high = fcntl(socket.fileDescriptor, F_DUPFD_CLOEXEC, Int32(clamping: limit.rlim_cur) - 16)
+        try #require(high >= 0, "F_DUPFD: errno \(errno)")
+        let adopted = try UDPSocket(adopting: high)
+        close(high)
+        #expect { _ = try self.reader(on: adopted, loop: loop) } throws: { "\($0)".contains("EBADF") }
     }
 
     @Test func mixedSizesAndSendersArriveExactly() throws {
