@@ -5,11 +5,13 @@ RELEASE_BIN = .build/release
 
 .PHONY: deps build test test-sanitizers fuzz-build test-fuzz fuzz mutants demo soak bench clean
 
-# libev-dev for the libraries; iproute2 (ip, tc) for the tests that build private network namespaces.
+# libev-dev for the libraries; iproute2 (ip, tc) for the tests that build private network namespaces; gdb
+# for Scripts/deadline.sh's stacks of a hung test.
 deps:
 	@missing=""; \
 	[ -f /usr/include/ev.h ] || missing="$$missing libev-dev"; \
 	command -v tc >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v gdb >/dev/null 2>&1 || missing="$$missing gdb"; \
 	if [ -n "$$missing" ]; then \
 		echo "make: installing$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -19,9 +21,14 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# Each pass has a deadline (Scripts/deadline.sh): a hung test fails the pass within TEST_DEADLINE seconds,
+# naming the tests that never finished and printing every thread's stack, instead of waiting for CI's limit.
+TEST_DEADLINE ?= 1200
+DEADLINE = ./Scripts/deadline.sh $(TEST_DEADLINE)
+
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test
+	$(DEADLINE) $(SWIFT) test
 	$(MAKE) test-sanitizers
 	$(MAKE) test-fuzz
 
@@ -30,8 +37,8 @@ test: deps
 # with the toolchain's lld: gold prints ~400 warnings about the ASan runtime's own symbols.
 test-sanitizers: deps
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp:print_suppressions=0 \
-		$(SWIFT) test --sanitize=address --scratch-path .build-asan -Xswiftc -use-ld=lld
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+		$(DEADLINE) $(SWIFT) test --sanitize=address --scratch-path .build-asan -Xswiftc -use-ld=lld
+	$(DEADLINE) $(SWIFT) test --sanitize=thread --scratch-path .build-tsan
 
 # libFuzzer targets (Fuzz/, a package of its own) for every parser of untrusted input. `make fuzz` runs each
 # for FUZZ_SECONDS (default 60), growing its corpus in .build/fuzz; `make test` replays the saved corpus
