@@ -89,7 +89,7 @@ public final class BatchedUDPReader {
     /// the socket's error queue.
     public var onProblem: ((BatchedUDPReader, ReceiveProblem) -> Void)?
     /// What the reader has received so far.
-    public private(set) var counters = ReceiveCounters()
+    @exclusivity(unchecked) public private(set) var counters = ReceiveCounters()
 
     private let handler: Handler
     private let slots: ReceiveSlots
@@ -243,19 +243,48 @@ public final class BatchedUDPReader {
         let limit = configuration.maxDatagramSize
         for slot in 0..<received {
             let length = slots.length(slot)
-            guard !slots.isTruncated(slot) && length <= slots.slotSize else {
+            let flags = slots.flags(slot)
+            guard flags & Int32(MSG_TRUNC) == 0 && length <= slots.slotSize else {
                 counters.truncated += 1
                 report(.truncated(sender: slots.sender(slot), size: length, limit: limit))
                 continue
             }
-            slots.parseControl(slot)
-            if slots.isControlTruncated(slot) {
-                counters.controlTruncated += 1
-                report(.controlTruncated(sender: slots.sender(slot), size: length, dropped: slots.merges))
-                if slots.merges { continue }
+            var segment: Int? = nil
+            if slots.hasControl {
+                slots.parseControl(slot)
+                if flags & Int32(MSG_CTRUNC) != 0 {
+                    counters.controlTruncated += 1
+                    report(.controlTruncated(sender: slots.sender(slot), size: length, dropped: slots.merges))
+                    if slots.merges { continue }
+                }
+                segment = slots.segmentSize(slot)
             }
-            let segment = slots.segmentSize(slot)
-            if let segment, segment < length { counters.mergedReceives += 1 }
+            guard let segment, segment < length else {
+                // One datagram (possibly empty): the common case, without GRO always.
+                guard length <= limit else {
+                    counters.truncated += 1
+                    report(.truncated(sender: slots.sender(slot), size: length, limit: limit))
+                    continue
+                }
+                if slots.piecesFull { handOver() }
+                slots.appendPiece(slot: slot, offset: 0, length: length)
+                counters.datagrams &+= 1
+                counters.bytes &+= length
+                continue
+            }
+            counters.mergedReceives += 1
+            if segment <= limit {
+                // Every piece fits: cut the run without looking at each piece twice.
+                var offset = 0
+                while offset < length {
+                    if slots.piecesFull { handOver() }
+                    let (reached, pieces) = slots.appendRun(slot: slot, from: offset, length: length, segment: segment)
+                    counters.datagrams &+= pieces
+                    counters.bytes &+= reached &- offset
+                    offset = reached
+                }
+                continue
+            }
             for piece in MergedDatagrams(length: length, segmentSize: segment) {
                 if piece.length > limit {
                     counters.truncated += 1
@@ -263,8 +292,8 @@ public final class BatchedUDPReader {
                 } else {
                     if slots.piecesFull { handOver() }
                     slots.appendPiece(slot: slot, offset: piece.offset, length: piece.length)
-                    counters.datagrams += 1
-                    counters.bytes += piece.length
+                    counters.datagrams &+= 1
+                    counters.bytes &+= piece.length
                 }
             }
         }

@@ -1,4 +1,4 @@
-internal import CUDPShims
+public import CUDPShims
 internal import Glibc
 
 /// The reader's preallocated receive memory: per slot `slotSize` payload bytes, a `sockaddr_storage`,
@@ -6,16 +6,20 @@ internal import Glibc
 /// metadata parsed from it; plus the list of datagrams
 /// handed to the callback, each a piece of a slot (with GRO a slot may hold a run of datagrams merged by
 /// the kernel, which the pieces split back). The unsafe part of the receive path lives here and only here.
+///
+/// What ``ReceivedBatch``'s inlinable subscript reads is `@usableFromInline`: internal still.
+@usableFromInline
 final class ReceiveSlots {
     /// One delivered datagram: where it lies in which slot.
+    @usableFromInline
     struct Piece {
-        var slot: Int32
-        var offset: Int32
-        var length: Int32
+        @usableFromInline var slot: Int32
+        @usableFromInline var offset: Int32
+        @usableFromInline var length: Int32
     }
 
     let count: Int
-    let slotSize: Int
+    @usableFromInline let slotSize: Int
     /// Whether the kernel may merge datagrams into one slot (UDP_GRO).
     let merges: Bool
     /// Most pieces one batch holds.
@@ -23,18 +27,18 @@ final class ReceiveSlots {
     /// Pieces of the current batch.
     private(set) var pieceCount = 0
     /// The socket's bound port, the port of every reported destination.
-    var localPort: UInt16 = 0
+    @usableFromInline var localPort: UInt16 = 0
 
-    private let payload: UnsafeMutableRawPointer
-    private let addresses: UnsafeMutablePointer<sockaddr_storage>
+    @usableFromInline let payload: UnsafeMutableRawPointer
+    @usableFromInline let addresses: UnsafeMutablePointer<sockaddr_storage>
     private let iovecs: UnsafeMutablePointer<iovec>
-    let messages: UnsafeMutablePointer<cudp_mmsghdr>
-    private let pieces: UnsafeMutablePointer<Piece>
+    @usableFromInline let messages: UnsafeMutablePointer<cudp_mmsghdr>
+    @usableFromInline let pieces: UnsafeMutablePointer<Piece>
     private let controls: UnsafeMutableRawPointer?
     /// Control bytes per slot: 0 without GRO or metadata.
     let controlSpace: Int
     /// What each slot's control messages said, parsed once per receive (`parseControl`).
-    private let parsed: UnsafeMutablePointer<cudp_received_metadata>?
+    @usableFromInline let parsed: UnsafeMutablePointer<cudp_received_metadata>?
 
     /// Most segments the kernel merges into one GRO receive (UDP_MAX_SEGMENTS is 64 or, since Linux 6.11, 128).
     static let maxMergedSegments = 128
@@ -122,46 +126,65 @@ final class ReceiveSlots {
         return Int(parsed[slot].segment_size)
     }
 
+    /// The parsed metadata of `slot` (nil without a control buffer), for ``ReceivedDatagram`` to decode
+    /// what its reader reads.
+    func metadata(_ slot: Int) -> UnsafePointer<cudp_received_metadata>? {
+        parsed.map { UnsafePointer($0 + slot) }
+    }
+
     /// The address `slot`'s datagram was sent to (IP_PKTINFO / IPV6_PKTINFO), with `port`; an IPv4
     /// datagram on a dual-stack socket is reported as IPv4.
-    func destination(_ slot: Int, port: UInt16) -> SocketAddress? {
-        guard let parsed, parsed[slot].destination_family != 0 else { return nil }
-        let family = parsed[slot].destination_family
-        return withUnsafeBytes(of: parsed[slot].destination) {
+    func destination(_ slot: Int, port: UInt16) -> SocketAddress? { metadata(slot).flatMap { ReceiveSlots.destination($0, port: port) } }
+    func replySource(_ slot: Int) -> SocketAddress? { metadata(slot).flatMap(ReceiveSlots.replySource) }
+    func interfaceIndex(_ slot: Int) -> UInt32? { metadata(slot).flatMap(ReceiveSlots.interfaceIndex) }
+    func ecn(_ slot: Int) -> ECN? { metadata(slot).flatMap(ReceiveSlots.ecn) }
+    func receiveTime(_ slot: Int) -> Duration? { metadata(slot).flatMap(ReceiveSlots.receiveTime) }
+
+    static func destination(_ parsed: UnsafePointer<cudp_received_metadata>, port: UInt16) -> SocketAddress? {
+        let family = parsed.pointee.destination_family
+        guard family != 0 else { return nil }
+        return withUnsafeBytes(of: parsed.pointee.destination) {
             SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(family == 4 ? 4 : 16)), port: port)
         }
     }
 
-    /// The local address to answer `slot`'s datagram from: its destination, or for an IPv4 broadcast or
-    /// multicast one the address the kernel would answer from (ipi_spec_dst); nil for IPv6 multicast.
-    func replySource(_ slot: Int) -> SocketAddress? {
-        guard let parsed, parsed[slot].destination_family != 0 else { return nil }
-        let family = parsed[slot].destination_family
-        if family == 6 && parsed[slot].local.0 == 0xff { return nil }
-        return withUnsafeBytes(of: parsed[slot].local) {
+    /// The local address to answer from: the destination, or for an IPv4 broadcast or multicast one the
+    /// address the kernel would answer from (ipi_spec_dst); nil for IPv6 multicast.
+    static func replySource(_ parsed: UnsafePointer<cudp_received_metadata>) -> SocketAddress? {
+        let family = parsed.pointee.destination_family
+        guard family != 0, !(family == 6 && parsed.pointee.local.0 == 0xff) else { return nil }
+        return withUnsafeBytes(of: parsed.pointee.local) {
             SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(family == 4 ? 4 : 16)), port: 0)
         }
     }
 
-    func interfaceIndex(_ slot: Int) -> UInt32? {
-        guard let parsed, parsed[slot].destination_family != 0 else { return nil }
-        return parsed[slot].interface_index
+    static func interfaceIndex(_ parsed: UnsafePointer<cudp_received_metadata>) -> UInt32? {
+        parsed.pointee.destination_family != 0 ? parsed.pointee.interface_index : nil
     }
 
-    func ecn(_ slot: Int) -> ECN? {
-        guard let parsed, parsed[slot].ecn != 0xFF else { return nil }
-        return ECN(rawValue: parsed[slot].ecn)
+    static func ecn(_ parsed: UnsafePointer<cudp_received_metadata>) -> ECN? {
+        parsed.pointee.ecn != 0xFF ? ECN(rawValue: parsed.pointee.ecn) : nil
     }
 
     /// The kernel's receive time (SCM_TIMESTAMPNS, CLOCK_REALTIME) as time since the Unix epoch.
-    func receiveTime(_ slot: Int) -> Duration? {
-        guard let parsed, parsed[slot].has_time != 0 else { return nil }
-        return .seconds(parsed[slot].seconds) + .nanoseconds(parsed[slot].nanoseconds)
+    static func receiveTime(_ parsed: UnsafePointer<cudp_received_metadata>) -> Duration? {
+        parsed.pointee.has_time != 0 ? .seconds(parsed.pointee.seconds) + .nanoseconds(parsed.pointee.nanoseconds) : nil
     }
 
     func sender(_ slot: Int) -> SocketAddress? {
         SocketAddress(UnsafeRawPointer(addresses + slot), length: messages[slot].msg_hdr.msg_namelen)
     }
+
+    /// Where `slot`'s sender address lies, and its length, for ``ReceivedDatagram`` to decode on demand.
+    func senderAddress(_ slot: Int) -> (UnsafeRawPointer, socklen_t) {
+        (UnsafeRawPointer(addresses + slot), messages[slot].msg_hdr.msg_namelen)
+    }
+
+    /// The kernel's flags for `slot` (MSG_TRUNC, MSG_CTRUNC).
+    func flags(_ slot: Int) -> Int32 { messages[slot].msg_hdr.msg_flags }
+
+    /// Whether slots carry control messages (GRO or metadata): they must be parsed.
+    var hasControl: Bool { parsed != nil }
 
     // MARK: The batch handed to the callback
 
@@ -169,10 +192,32 @@ final class ReceiveSlots {
 
     var piecesFull: Bool { pieceCount == pieceCapacity }
 
+    /// Adds a datagram to the batch; the caller has checked `piecesFull`. Slot, offset and length fit
+    /// 32 bits (slots are at most 64 KiB, and there are at most 1,024).
     func appendPiece(slot: Int, offset: Int, length: Int) {
-        precondition(pieceCount < pieceCapacity)
-        pieces[pieceCount] = Piece(slot: Int32(slot), offset: Int32(offset), length: Int32(length))
-        pieceCount += 1
+        assert(pieceCount < pieceCapacity)
+        pieces[pieceCount] = Piece(slot: Int32(truncatingIfNeeded: slot), offset: Int32(truncatingIfNeeded: offset),
+                                   length: Int32(truncatingIfNeeded: length))
+        pieceCount &+= 1
+    }
+
+    /// Adds the pieces of a merged receive in `slot` (`length` bytes cut every `segment` bytes) from
+    /// `offset` on, as many as the batch has room for; returns where it stopped and the pieces added.
+    /// One tight loop: the piece count stays in a register.
+    func appendRun(slot: Int, from offset: Int, length: Int, segment: Int) -> (offset: Int, pieces: Int) {
+        let room = pieceCapacity &- pieceCount
+        let slot32 = Int32(truncatingIfNeeded: slot), segment32 = Int32(truncatingIfNeeded: segment)
+        var offset = offset, added = 0
+        let next = pieces + pieceCount
+        while offset < length && added < room {
+            let piece = min(segment, length &- offset)
+            next[added] = Piece(slot: slot32, offset: Int32(truncatingIfNeeded: offset),
+                                length: piece == segment ? segment32 : Int32(truncatingIfNeeded: piece))
+            offset &+= piece
+            added &+= 1
+        }
+        pieceCount &+= added
+        return (offset, added)
     }
 
     func piece(_ index: Int) -> Piece { pieces[index] }

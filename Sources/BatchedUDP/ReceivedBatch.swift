@@ -1,63 +1,71 @@
+public import CUDPShims
+
 /// The datagrams one `recvmmsg` call delivered, in arrival order, as ``BatchedUDPReader`` hands them to
 /// its handler (datagrams the kernel merged with GRO are split back into separate elements).
 ///
 /// A view into the reader's preallocated slots: valid only during the handler call (copy what you keep).
 /// Truncated datagrams are not in it; they go to ``BatchedUDPReader/onProblem``.
 public struct ReceivedBatch: RandomAccessCollection {
-    let slots: ReceiveSlots
+    @usableFromInline let slots: ReceiveSlots
     public let count: Int
 
     public var startIndex: Int { 0 }
     public var endIndex: Int { count }
 
-    /// The datagram at `position` (0..<count). Cost: no copy; the sender (and the metadata asked for) is
-    /// decoded from the slot's sockaddr and parsed control messages.
+    /// The datagram at `position` (0..<count). Cost: a few loads; nothing is decoded until it is read
+    /// (the sender from the slot's sockaddr, metadata from its parsed control messages).
+    @inlinable
     public subscript(position: Int) -> ReceivedDatagram {
         precondition(position >= 0 && position < count, "ReceivedBatch index \(position) out of 0..<\(count)")
-        let piece = slots.piece(position)
+        let piece = slots.pieces[position]
         let slot = Int(piece.slot)
-        guard slots.controlSpace > 0 else {
-            return ReceivedDatagram(payload: slots.payload(of: piece), sender: slots.sender(slot))
-        }
-        return ReceivedDatagram(payload: slots.payload(of: piece), sender: slots.sender(slot),
-                                destination: slots.destination(slot, port: slots.localPort),
-                                interfaceIndex: slots.interfaceIndex(slot), ecn: slots.ecn(slot),
-                                receiveTime: slots.receiveTime(slot), replySource: slots.replySource(slot))
+        return ReceivedDatagram(
+            payload: UnsafeRawBufferPointer(start: slots.payload + (slot &* slots.slotSize &+ Int(piece.offset)), count: Int(piece.length)),
+            senderAddress: UnsafeRawPointer(slots.addresses + slot), senderLength: slots.messages[slot].msg_hdr.msg_namelen,
+            metadata: slots.parsed.map { UnsafePointer($0 + slot) }, localPort: slots.localPort)
     }
 }
 
-/// One received datagram: its bytes (valid during the handler call only), who sent it, and the
-/// metadata the reader was configured to ask for (``BatchedUDPReader/Configuration/metadata``).
+/// One received datagram: its bytes, who sent it, and the metadata the reader was configured to ask for
+/// (``BatchedUDPReader/Configuration/metadata``).
+///
+/// A view into the reader's slots, like its payload: valid only during the handler call. Each property
+/// is decoded when it is read (a sender address takes a few dozen instructions), so a handler pays only
+/// for what it looks at; copy out the values you keep.
 public struct ReceivedDatagram {
     /// The payload, in the reader's slot.
     public let payload: UnsafeRawBufferPointer
+    @usableFromInline let senderAddress: UnsafeRawPointer
+    @usableFromInline let senderLength: socklen_t
+    @usableFromInline let metadata: UnsafePointer<cudp_received_metadata>?
+    @usableFromInline let localPort: UInt16
+
+    @usableFromInline
+    init(payload: UnsafeRawBufferPointer, senderAddress: UnsafeRawPointer, senderLength: socklen_t,
+         metadata: UnsafePointer<cudp_received_metadata>?, localPort: UInt16) {
+        self.payload = payload
+        self.senderAddress = senderAddress
+        self.senderLength = senderLength
+        self.metadata = metadata
+        self.localPort = localPort
+    }
+
     /// The sender; nil only for address families other than IPv4/IPv6.
-    public let sender: SocketAddress?
+    public var sender: SocketAddress? { SocketAddress(senderAddress, length: senderLength) }
     /// The local address and port the datagram was sent to (``BatchedUDPReader/Metadata/destination``):
     /// on a socket bound to a wildcard address, which of the host's addresses the sender contacted. An
     /// IPv4 datagram on a dual-stack IPv6 socket is reported as IPv4. nil when not asked for.
-    public let destination: SocketAddress?
+    public var destination: SocketAddress? { metadata.flatMap { ReceiveSlots.destination($0, port: localPort) } }
     /// The interface it arrived on (``BatchedUDPReader/Metadata/destination``); nil when not asked for.
-    public let interfaceIndex: UInt32?
+    public var interfaceIndex: UInt32? { metadata.flatMap(ReceiveSlots.interfaceIndex) }
     /// Its ECN codepoint (``BatchedUDPReader/Metadata/ecn``); nil when not asked for.
-    public let ecn: ECN?
+    public var ecn: ECN? { metadata.flatMap(ReceiveSlots.ecn) }
     /// When the kernel received it (``BatchedUDPReader/Metadata/receiveTime``), as time since the Unix
     /// epoch on the realtime clock (SO_TIMESTAMPNS); nil when not asked for.
-    public let receiveTime: Duration?
+    public var receiveTime: Duration? { metadata.flatMap(ReceiveSlots.receiveTime) }
     /// The address to answer from: the destination, or for an IPv4 broadcast or multicast destination
     /// the local address the kernel would answer from; nil for IPv6 multicast or when not asked for.
-    let replySource: SocketAddress?
-
-    init(payload: UnsafeRawBufferPointer, sender: SocketAddress?, destination: SocketAddress? = nil,
-         interfaceIndex: UInt32? = nil, ecn: ECN? = nil, receiveTime: Duration? = nil, replySource: SocketAddress? = nil) {
-        self.payload = payload
-        self.sender = sender
-        self.destination = destination
-        self.interfaceIndex = interfaceIndex
-        self.ecn = ecn
-        self.receiveTime = receiveTime
-        self.replySource = replySource
-    }
+    var replySource: SocketAddress? { metadata.flatMap(ReceiveSlots.replySource) }
 
     /// The metadata that answers this datagram from the address it arrived on (nil when the reader
     /// does not report destinations): pass it to ``BatchedUDPWatcher``'s `enqueue` forms, or use
