@@ -14,7 +14,7 @@ def patch(name, old, new):
 
 
 if mutant == "1":
-    patch("SegmentedBatch.swift", "guard length > 0, length <= size", "guard length <= size")
+    patch("SegmentedBatch.swift", "length > 0, length < size,", "length >= 0, length < size,")
 elif mutant == "2":
     patch("BatchedUDPWatcher+Drain.swift",
           "            tally.segmentationFallbacks += 1\n            singlesAtHead = run",

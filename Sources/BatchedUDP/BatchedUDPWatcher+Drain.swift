@@ -66,72 +66,114 @@ extension BatchedUDPWatcher {
 
     // MARK: Enqueue helpers
 
-    /// Checks state, destination, metadata and size; returns the destination as it will be written to
-    /// the slot. The metadata check is out of line: datagrams without metadata do not pay for it.
+    /// Checks state, destination, metadata and size. The hot case, a datagram to the connected peer
+    /// without metadata, is a few loads and compares inline; anything else is checked out of line.
     @inline(__always)
-    func resolve(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) -> SocketAddress? {
+    func admit(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) {
         guard state == .open else { throw .closed }
-        var target = destination
+        if destination == nil && metadata == nil {
+            guard isConnected else { throw .destinationRequired }
+            guard length <= peerPayloadLimit else { throw .messageTooLarge(size: length, limit: peerPayloadLimit) }
+        } else {
+            try admitAddressed(destination, length: length, metadata: metadata)
+        }
+    }
+
+    @inline(never)
+    private func admitAddressed(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) {
         if let destination {
             switch (socket.family, destination.family) {
             case (.ipv4, .ipv4), (.ipv6, .ipv6): break
-            case (.ipv6, .ipv4) where reachesIPv4: target = destination.ipv4Mapped
+            case (.ipv6, .ipv4) where reachesIPv4: break
             default: throw .addressFamilyMismatch(destination: destination, socket: socket.family)
             }
         } else if !isConnected {
             throw .destinationRequired
         }
-        if metadata != nil { try check(metadata!, for: destination) }
+        if let source = metadata?.source {
+            // The source address must be of the destination's real family.
+            let ipv4 = destination?.isIPv4OnTheWire ?? connectedPeerIsIPv4
+            guard (source.ipv4Unmapped ?? source).family == (ipv4 ? .ipv4 : .ipv6) else {
+                throw .sourceFamilyMismatch(source: source, destination: destination)
+            }
+        }
         // IPv4 on the wire (an IPv4 or IPv4-mapped destination, or a connected IPv4 peer) allows 65,507 bytes.
         let ipv4 = destination?.isIPv4OnTheWire ?? (socket.family == .ipv4 || connectedPeerIsIPv4)
         let limit = min(ring.slotSize, ipv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload)
         guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
-        return target
     }
 
-    /// The source address, if any, must be of the destination's real family.
-    @inline(never)
-    private func check(_ metadata: SendMetadata, for destination: SocketAddress?) throws(BatchedUDPError) {
-        guard let source = metadata.source else { return }
-        let ipv4 = destination?.isIPv4OnTheWire ?? connectedPeerIsIPv4
-        guard (source.ipv4Unmapped ?? source).family == (ipv4 ? .ipv4 : .ipv6) else {
-            throw .sourceFamilyMismatch(source: source, destination: destination)
-        }
+    /// Why a datagram of `length` bytes to the connected peer without metadata cannot be queued, in the
+    /// order ``admit(_:length:metadata:)`` and then the ring's room are checked (out of line: the lean
+    /// forms only branch here).
+    @usableFromInline
+    func peerRefusal(length: Int) -> BatchedUDPError {
+        if state != .open { return .closed }
+        if !isConnected { return .destinationRequired }
+        if length > peerPayloadLimit { return .messageTooLarge(size: length, limit: peerPayloadLimit) }
+        return reject()
     }
 
-    func reject() -> BatchedUDPError {
-        tally.rejected += 1
+    /// Counts `count` datagrams refused for lack of room and returns the error to throw.
+    @usableFromInline @inline(never)
+    func reject(_ count: Int = 1) -> BatchedUDPError {
+        tally.rejected += count
         return .queueFull(capacity: ring.capacity, byteCapacity: ring.byteCapacity)
     }
 
-    /// Queues the tail slot, updates counters and marks, and makes sure a drain will run.
+    /// Queues the tail slot, written with `length` payload bytes; returns its sequence number.
     @inline(__always)
     func commit(length: Int, destination: SocketAddress?, metadata: SendMetadata?) -> Int {
-        ring.commitTail(length: length, destination: destination)
-        if metadata != nil { attach(metadata!, destination: destination) }
-        let sequence = tally.enqueued
-        tally.enqueued += 1
-        tally.peakQueued = max(tally.peakQueued, ring.count)
-        tally.peakQueuedBytes = max(tally.peakQueuedBytes, ring.bytes)
-        if ring.count == 1 {
-            // The ring was empty, so nothing owns a drain yet. Otherwise one does already (the prepare,
-            // write or back-off watcher), and asking three watchers per datagram costs measurably.
-            scheduleDrain()
-            updateSelfRetain()
+        if destination == nil && metadata == nil {
+            ring.commitTail(length: length)
+        } else {
+            commitAddressed(length: length, destination: destination, metadata: metadata)
         }
-        if updateWritability() { deliverReports() }
-        return sequence
+        return committed(1)
     }
 
-    /// Writes the metadata control messages of the datagram just committed (out of line: datagrams
-    /// without metadata do not pay for it).
+    /// Queues the tail slot with its destination (mapped to IPv6 on a dual-stack socket) and its metadata
+    /// control messages (out of line: datagrams to the connected peer without metadata do not pay for it).
     @inline(never)
-    private func attach(_ metadata: SendMetadata, destination: SocketAddress?) {
-        guard !metadata.isEmpty else { return }
-        var metadata = metadata
+    func commitAddressed(length: Int, destination: SocketAddress?, metadata: SendMetadata?) {
+        if let destination {
+            ring.commitTail(length: length, destination: socket.family == .ipv6 ? destination.ipv4Mapped : destination)
+        } else {
+            ring.commitTail(length: length)
+        }
+        guard var metadata, !metadata.isEmpty else { return }
         if isECNRefused { metadata.ecn = nil }
         if let source = metadata.source { metadata.source = source.ipv4Unmapped ?? source }
         ring.attachMetadata(metadata, ipv4: destination.map { $0.isIPv4OnTheWire } ?? connectedPeerIsIPv4)
+    }
+
+    /// The bookkeeping after `n` datagrams were queued at once: their sequence numbers start at the
+    /// returned one; a drain is scheduled if the ring was empty; the high water mark is applied. Counters
+    /// and marks change once per call, however many datagrams it queued.
+    @inlinable
+    func committed(_ n: Int) -> Int {
+        let first = nextSequence
+        nextSequence = first &+ n
+        if ring.count == n { ringBecameBusy() }
+        if ring.count >= enqueueHighWater.messages || ring.bytes >= enqueueHighWater.bytes {
+            reachedHighWaterMark()
+        }
+        return first
+    }
+
+    /// The ring was empty, so nothing owns a drain yet. Otherwise one does already (the prepare, write or
+    /// back-off watcher), and asking three watchers per datagram costs measurably.
+    @usableFromInline
+    func ringBecameBusy() {
+        scheduleDrain()
+        updateSelfRetain()
+    }
+
+    @usableFromInline
+    func reachedHighWaterMark() {
+        isWritable = false
+        writabilityChangePending = true
+        deliverReports()
     }
 
     /// Starts the end-of-iteration drain unless a write watcher or back-off timer already owns the next one.
@@ -260,10 +302,10 @@ extension BatchedUDPWatcher {
                     ecnRetry = nil
                     if sequence == headSequence { ecnWasRefused() }
                 }
-                var datagrams = sent
+                var datagrams = sent, bytes: Int? = nil
                 if let segmented {
                     let carried = segmented.datagrams(inFirst: sent)
-                    datagrams = carried.datagrams
+                    (datagrams, bytes) = (carried.datagrams, carried.bytes)
                     if carried.superDatagrams > 0 {
                         tally.gsoSends += carried.superDatagrams
                         segmentationStrikes = 0
@@ -271,7 +313,7 @@ extension BatchedUDPWatcher {
                 }
                 noBufferSince = nil
                 tally.sent += datagrams
-                tally.sentBytes += popHead(datagrams)
+                tally.sentBytes += popHead(datagrams, knownBytes: bytes)
             case let .failed(error):
                 switch ErrorClass(error) {
                 case .wouldBlock:
@@ -398,12 +440,12 @@ extension BatchedUDPWatcher {
     }
 
     /// Removes `n` datagrams from the head; returns their payload bytes.
-    private func popHead(_ n: Int) -> Int {
+    private func popHead(_ n: Int, knownBytes: Int? = nil) -> Int {
         if singlesAtHead > 0 {
             singlesAtHead = max(singlesAtHead - n, 0)
             if singlesAtHead == 0 { refusedRunResolved() }
         }
-        return ring.popFront(n)
+        return ring.popFront(n, knownBytes: knownBytes)
     }
 
     /// Removes the head datagram and records its failure.

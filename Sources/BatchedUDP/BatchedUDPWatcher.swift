@@ -54,32 +54,48 @@ public final class BatchedUDPWatcher {
     public var onWritabilityChanged: ((BatchedUDPWatcher, Bool) -> Void)?
 
     /// Whether the queue is below its high water mark (with hysteresis down to the low water mark).
-    @exclusivity(unchecked) public internal(set) var isWritable = true
+    @exclusivity(unchecked) public internal(set) var isWritable = true {
+        didSet { enqueueHighWater = isWritable ? highWaterMark : Configuration.WaterMark(messages: .max, bytes: .max) }
+    }
+    /// The high water mark while ``isWritable``, unreachable otherwise: one pair of compares per enqueue
+    /// applies it.
+    @usableFromInline @exclusivity(unchecked) var enqueueHighWater = Configuration.WaterMark(messages: .max, bytes: .max)
     /// Open, closing or closed.
-    @exclusivity(unchecked) public internal(set) var state: State = .open
+    @exclusivity(unchecked) public internal(set) var state: State = .open {
+        didSet { acceptsPeerDatagrams = state == .open && isConnected }
+    }
+    /// `state == .open && isConnected`, kept as one flag: the lean enqueue forms check it per datagram.
+    @usableFromInline @exclusivity(unchecked) var acceptsPeerDatagrams = false
 
     /// What the watcher has done so far, with the queue's current occupancy.
     public var counters: SendCounters {
         var snapshot = tally
+        snapshot.enqueued = nextSequence
         snapshot.queued = ring.count
         snapshot.queuedBytes = ring.bytes
+        snapshot.peakQueued = ring.peakQueued
+        snapshot.peakQueuedBytes = ring.peakQueuedBytes
         return snapshot
     }
 
-    let ring: DatagramRing
+    @usableFromInline let ring: DatagramRing
     let fd: Int32
-    let isConnected: Bool
+    @usableFromInline let isConnected: Bool
     /// An IPv6 socket without IPV6_V6ONLY also reaches IPv4 destinations (as ::ffff:a.b.c.d).
     let reachesIPv4: Bool
     /// Whether the connected peer (if any) is reached over IPv4, which decides the family of its
     /// metadata control messages.
     let connectedPeerIsIPv4: Bool
-    let highWaterMark: Configuration.WaterMark
+    /// The largest datagram to the connected peer: the slot, or the peer family's UDP limit.
+    @usableFromInline let peerPayloadLimit: Int
+    @usableFromInline let highWaterMark: Configuration.WaterMark
     let lowWaterMark: Configuration.WaterMark
 
     // The state touched for every datagram skips Swift's dynamic exclusivity checks, which cost about 3%
     // of a 64-byte GSO send: it is confined to the loop thread, and no access to it spans a callback.
     @exclusivity(unchecked) var tally = SendCounters()
+    /// The next datagram's sequence number: `enqueued` in ``counters``.
+    @usableFromInline @exclusivity(unchecked) var nextSequence = 0
     var writeWatcher: IOWatcher!
     var drainAtIterationEnd: PrepareWatcher!
     var backoffTimer: TimerWatcher!
@@ -115,7 +131,7 @@ public final class BatchedUDPWatcher {
     /// The ECN codepoint that head datagram was enqueued with, for its failure report.
     var ecnRetryCodepoint: ECN?
     /// True while an `enqueue(writingWith:)` body holds the tail slot.
-    @exclusivity(unchecked) var isWritingSlot = false
+    @usableFromInline @exclusivity(unchecked) var isWritingSlot = false
     /// Tests replace `sendmmsg` here to script what loopback cannot produce; nil (the real call) otherwise.
     var sendSeam: Syscall.SendmmsgSeam?
 
@@ -147,6 +163,8 @@ public final class BatchedUDPWatcher {
         self.fd = fd
         highWaterMark = configuration.resolvedHighWaterMark
         lowWaterMark = configuration.resolvedLowWaterMark
+        peerPayloadLimit = min(configuration.maxDatagramSize, socket.family.maxUDPPayload,
+                               socket.family == .ipv4 || connectedPeerIsIPv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload)
         ring = DatagramRing(capacity: configuration.capacity,
                             slotSize: min(configuration.maxDatagramSize, socket.family.maxUDPPayload),
                             byteCapacity: configuration.resolvedByteCapacity)
@@ -175,6 +193,8 @@ public final class BatchedUDPWatcher {
             drainAtIterationEnd.keepsLoopAlive = false
             backoffTimer.keepsLoopAlive = false
         }
+        acceptsPeerDatagrams = isConnected
+        enqueueHighWater = highWaterMark
         socket.register(self)
     }
 
@@ -205,6 +225,67 @@ public final class BatchedUDPWatcher {
 
     // MARK: Enqueue
 
+    /// Queues a copy of `bytes` as one datagram to the connected peer, without metadata: the lean form
+    /// of ``enqueue(_:to:metadata:)-(UnsafeRawBufferPointer,_,_)``, chosen when neither is given.
+    /// - Returns: the datagram's sequence number.
+    /// - Throws: ``BatchedUDPError`` (`closed`, `destinationRequired` on a socket that is not connected,
+    ///   `messageTooLarge`, `queueFull`); then nothing was queued. In-place forms check the byte budget
+    ///   (``Configuration/byteCapacity``) once the length is known, after the body ran.
+    /// - Cost: one copy into a preallocated slot and a few loads, compares and stores; no allocation, no
+    ///   syscall.
+    @inlinable @discardableResult
+    public func enqueue(_ bytes: UnsafeRawBufferPointer) throws(BatchedUDPError) -> Int {
+        checkEntry("enqueue(_:)")
+        let length = bytes.count
+        guard acceptsPeerDatagrams, length <= peerPayloadLimit, ring.count < ring.capacity, ring.bytes &+ length <= ring.byteCapacity else {
+            throw peerRefusal(length: length)
+        }
+        if let source = bytes.baseAddress { ring.copyToTail(from: source, length: length) }
+        ring.commitTail(length: length)
+        return committed(1)
+    }
+
+    /// Queues a copy of `bytes` as one datagram to the connected peer, without metadata.
+    /// See ``enqueue(_:)-(UnsafeRawBufferPointer)``.
+    @discardableResult
+    public func enqueue(_ bytes: [UInt8]) throws(BatchedUDPError) -> Int {
+        let result = bytes.withUnsafeBytes { raw in
+            Result { () throws(BatchedUDPError) -> Int in try enqueue(raw) }
+        }
+        return try result.get()
+    }
+
+    /// Queues a datagram written in place, to the connected peer, without metadata: the lean form of
+    /// ``enqueue(to:metadata:writingWith:)``, chosen when neither is given. `body` gets the free slot
+    /// (``Configuration/maxDatagramSize`` bytes, valid only during the call), writes the payload at its
+    /// start and returns its length.
+    /// - Returns: the datagram's sequence number.
+    /// - Throws: ``BatchedUDPError`` as ``enqueue(_:)-(UnsafeRawBufferPointer)``, or whatever `body`
+    ///   throws; then nothing was queued.
+    /// - Cost: the call to `body` and a few loads, compares and stores; no allocation, no syscall.
+    /// - Precondition: `body` returns a length between 0 and the slot's size, and does not call
+    ///   `enqueue`, ``flush()`` or `close` on this watcher.
+    @inlinable @discardableResult
+    public func enqueue(writingWith body: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
+        checkEntry("enqueue(writingWith:)")
+        // The byte budget is checked once the length is known.
+        guard acceptsPeerDatagrams, ring.count < ring.capacity else { throw peerRefusal(length: 0) }
+        let slot = ring.tailPayload
+        isWritingSlot = true
+        let length: Int
+        do {
+            defer { isWritingSlot = false }
+            length = try body(slot)
+        }
+        // One unsigned compare also catches a negative length; the body may have closed the socket.
+        guard UInt(bitPattern: length) <= UInt(bitPattern: peerPayloadLimit), acceptsPeerDatagrams, ring.bytes &+ length <= ring.byteCapacity else {
+            precondition(length >= 0 && length <= slot.count, "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
+            throw peerRefusal(length: length)
+        }
+        ring.commitTail(length: length)
+        return committed(1)
+    }
+
     /// Queues a copy of `bytes` as one datagram.
     ///
     /// - Parameters:
@@ -222,10 +303,10 @@ public final class BatchedUDPWatcher {
     @discardableResult
     public func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil) throws(BatchedUDPError) -> Int {
         checkEntry("enqueue(_:to:metadata:)")
-        let target = try resolve(destination, length: bytes.count, metadata: metadata)
+        try admit(destination, length: bytes.count, metadata: metadata)
         guard ring.canAccept(length: bytes.count) else { throw reject() }
-        if bytes.count > 0 { ring.tailPayload.copyMemory(from: bytes) }
-        return commit(length: bytes.count, destination: target, metadata: metadata)
+        if bytes.count > 0 { ring.tailPayload.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        return commit(length: bytes.count, destination: destination, metadata: metadata)
     }
 
     /// Queues a copy of `bytes` as one datagram.
@@ -258,14 +339,14 @@ public final class BatchedUDPWatcher {
         checkEntry("enqueue(gathering:to:metadata:)")
         var length = 0
         for buffer in buffers { length += buffer.count }
-        let target = try resolve(destination, length: length, metadata: metadata)
+        try admit(destination, length: length, metadata: metadata)
         guard ring.canAccept(length: length) else { throw reject() }
         var slot = ring.tailPayload
         for buffer in buffers where buffer.count > 0 {
             slot.copyMemory(from: buffer)
             slot = UnsafeMutableRawBufferPointer(rebasing: slot[buffer.count...])
         }
-        return commit(length: length, destination: target, metadata: metadata)
+        return commit(length: length, destination: destination, metadata: metadata)
     }
 
     /// Queues a datagram written in place: `body` gets the free slot (``Configuration/maxDatagramSize``
@@ -280,7 +361,7 @@ public final class BatchedUDPWatcher {
     public func enqueue(to destination: SocketAddress? = nil, metadata: SendMetadata? = nil,
                         writingWith body: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
         checkEntry("enqueue(to:metadata:writingWith:)")
-        let target = try resolve(destination, length: 0, metadata: metadata)
+        try admit(destination, length: 0, metadata: metadata)
         guard ring.canAccept(length: 0) else { throw reject() }
         let slot = ring.tailPayload
         isWritingSlot = true
@@ -289,11 +370,213 @@ public final class BatchedUDPWatcher {
             defer { isWritingSlot = false }
             length = try body(slot)
         }
-        precondition((0...slot.count).contains(length), "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
-        // The body may have closed the watcher's socket (and so the watcher): nothing may be queued then.
-        guard state == .open else { throw BatchedUDPError.closed }
+        precondition(length >= 0 && length <= slot.count, "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
+        // Again: the body may have closed the watcher's socket (and so the watcher), and the length is known now.
+        try admit(destination, length: length, metadata: metadata)
         guard ring.canAccept(length: length) else { throw reject() }
-        return commit(length: length, destination: target, metadata: metadata)
+        return commit(length: length, destination: destination, metadata: metadata)
+    }
+
+    // MARK: Batch enqueue
+
+    /// Queues `count` datagrams written in place, to the connected peer, without metadata: the lean form
+    /// of ``enqueue(count:to:metadata:partially:writingWith:)``, chosen when neither is given. `body` gets
+    /// each datagram's index (0, 1, ... in order) and its free slot (``Configuration/maxDatagramSize``
+    /// bytes, valid only during that call), writes the payload at its start and returns its length.
+    ///
+    /// For producers with many datagrams at once (a load generator, a QUIC flight): the checks, counters
+    /// and water marks are done once per call rather than once per datagram.
+    /// - Parameters:
+    ///   - partially: false (the default): all `count` datagrams or none; `queueFull` is thrown before
+    ///     `body` runs when fewer slots are free, or after it when the byte budget
+    ///     (``Configuration/byteCapacity``) is exceeded. True: as many as fit; `body` is called for one
+    ///     datagram more than is queued when the byte budget is what stops it.
+    /// - Returns: the sequence numbers of the datagrams queued, in order; with `partially`, possibly fewer
+    ///   than `count`, or none when the ring is full.
+    /// - Throws: ``BatchedUDPError`` as ``enqueue(writingWith:)``, or whatever `body` throws; then
+    ///   nothing from this call is queued.
+    /// - Cost: per datagram, `body` and one store into the slot's preallocated header; no allocation, no
+    ///   syscall.
+    /// - Precondition: `count >= 0`; `body` returns a length between 0 and the slot's size and does not
+    ///   call `enqueue`, ``flush()`` or `close` on this watcher.
+    @inlinable @discardableResult
+    public func enqueue(count: Int, partially: Bool = false,
+                        writingWith body: (_ index: Int, _ slot: UnsafeMutableRawBufferPointer) throws -> Int) throws -> Range<Int> {
+        checkEntry("enqueue(count:partially:writingWith:)")
+        precondition(count >= 0, "enqueue(count:): count \(count) is negative")
+        guard acceptsPeerDatagrams else { throw peerRefusal(length: 0) }
+        let free = ring.capacity &- ring.count
+        guard partially || count <= free else { throw reject(count) }
+        let n = min(count, free)
+        // The ring's geometry in locals, and a cursor over the free slots: the loop reloads nothing.
+        let budget = ring.byteCapacity &- ring.bytes, limit = peerPayloadLimit
+        let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity
+        var slot = ring.tail, payload = base + slot &* slotSize
+        var written = 0, bytes = 0
+        isWritingSlot = true
+        do {
+            defer { isWritingSlot = false }
+            while written < n {
+                let length = try body(written, UnsafeMutableRawBufferPointer(start: payload, count: slotSize))
+                guard UInt(bitPattern: length) <= UInt(bitPattern: limit) else {
+                    precondition(length >= 0 && length <= slotSize, "enqueue(count:writingWith:) body returned \(length) for a slot of \(slotSize) bytes")
+                    throw BatchedUDPError.messageTooLarge(size: length, limit: limit)
+                }
+                guard bytes &+ length <= budget else {
+                    guard partially else { throw reject(count) }
+                    break
+                }
+                ring.setLength(length, ofFreeSlot: slot)
+                bytes &+= length
+                written &+= 1
+                slot &+= 1
+                payload += slotSize
+                if slot == capacity { (slot, payload) = (0, base) }
+            }
+        }
+        // The body may have closed the watcher's socket.
+        guard acceptsPeerDatagrams else { throw BatchedUDPError.closed }
+        guard written > 0 else { return nextSequence..<nextSequence }
+        ring.commitWritten(written, length: bytes)
+        let first = committed(written)
+        return first..<first &+ written
+    }
+
+    /// Queues a copy of each buffer as one datagram to the connected peer, without metadata: the lean
+    /// form of ``enqueue(contentsOf:to:metadata:partially:)-(UnsafeBufferPointer<UnsafeRawBufferPointer>,_,_,_)``.
+    /// See ``enqueue(count:partially:writingWith:)`` for `partially` and what is returned.
+    /// - Throws: ``BatchedUDPError`` as ``enqueue(_:)-(UnsafeRawBufferPointer)``; then nothing from this
+    ///   call is queued.
+    /// - Cost: one copy per datagram into its preallocated slot, and the batch form's bookkeeping.
+    @inlinable @discardableResult
+    public func enqueue(contentsOf datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, partially: Bool = false) throws(BatchedUDPError) -> Range<Int> {
+        guard acceptsPeerDatagrams else { throw peerRefusal(length: 0) }
+        for datagram in datagrams where datagram.count > peerPayloadLimit {
+            throw .messageTooLarge(size: datagram.count, limit: peerPayloadLimit)
+        }
+        do {
+            return try enqueue(count: datagrams.count, partially: partially) { index, slot in
+                let bytes = datagrams[index]
+                if bytes.count > 0 { slot.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+                return bytes.count
+            }
+        } catch {
+            throw error as! BatchedUDPError  // the copying body throws nothing else
+        }
+    }
+
+    /// Queues a copy of each buffer as one datagram to the connected peer, without metadata.
+    /// See ``enqueue(contentsOf:partially:)-(UnsafeBufferPointer<UnsafeRawBufferPointer>,_)``.
+    @discardableResult
+    public func enqueue(contentsOf datagrams: [UnsafeRawBufferPointer], partially: Bool = false) throws(BatchedUDPError) -> Range<Int> {
+        let result = datagrams.withUnsafeBufferPointer { buffers in
+            Result { () throws(BatchedUDPError) -> Range<Int> in try enqueue(contentsOf: buffers, partially: partially) }
+        }
+        return try result.get()
+    }
+
+    /// Queues `count` datagrams written in place, all to `destination` with `metadata`: `body` gets each
+    /// datagram's index (0, 1, ... in order) and its free slot (``Configuration/maxDatagramSize`` bytes,
+    /// valid only during that call), writes the payload at its start and returns its length.
+    ///
+    /// For producers with many datagrams at once (a load generator, a QUIC flight): the checks, counters
+    /// and water marks are done once per call rather than once per datagram.
+    /// - Parameters:
+    ///   - partially: false (the default): all `count` datagrams or none; `queueFull` is thrown before
+    ///     `body` runs when fewer slots are free, or after it when the byte budget
+    ///     (``Configuration/byteCapacity``) is exceeded. True: as many as fit; `body` is called for one
+    ///     datagram more than is queued when the byte budget is what stops it.
+    /// - Returns: the sequence numbers of the datagrams queued, in order; with `partially`, possibly fewer
+    ///   than `count`, or none when the ring is full.
+    /// - Throws: ``BatchedUDPError`` as ``enqueue(to:metadata:writingWith:)``, or whatever `body` throws;
+    ///   then nothing from this call is queued.
+    /// - Cost: per datagram, the call to `body` and a few stores into the slot's preallocated header; no
+    ///   allocation, no syscall.
+    /// - Precondition: `count >= 0`; `body` returns a length between 0 and the slot's size and does not
+    ///   call `enqueue`, ``flush()`` or `close` on this watcher.
+    @discardableResult
+    public func enqueue(count: Int, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil, partially: Bool = false,
+                        writingWith body: (_ index: Int, _ slot: UnsafeMutableRawBufferPointer) throws -> Int) throws -> Range<Int> {
+        checkEntry("enqueue(count:to:metadata:partially:writingWith:)")
+        return try enqueueBatch(count: count, destination: destination, metadata: metadata, partially: partially, body)
+    }
+
+    /// Queues a copy of each buffer as one datagram, all to `destination` with `metadata`.
+    ///
+    /// See ``enqueue(count:to:metadata:partially:writingWith:)`` for `partially` and what is returned.
+    /// - Throws: ``BatchedUDPError`` as ``enqueue(_:to:metadata:)-(UnsafeRawBufferPointer,_,_)``; a buffer
+    ///   too large is found before anything is copied; then nothing from this call is queued.
+    /// - Cost: one copy per datagram into its preallocated slot, and the batch form's bookkeeping.
+    @discardableResult
+    public func enqueue(contentsOf datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, to destination: SocketAddress? = nil,
+                        metadata: SendMetadata? = nil, partially: Bool = false) throws(BatchedUDPError) -> Range<Int> {
+        checkEntry("enqueue(contentsOf:to:metadata:partially:)")
+        for datagram in datagrams { try admit(destination, length: datagram.count, metadata: metadata) }
+        do {
+            return try enqueueBatch(count: datagrams.count, destination: destination, metadata: metadata, partially: partially) { index, slot in
+                let bytes = datagrams[index]
+                if bytes.count > 0 { slot.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+                return bytes.count
+            }
+        } catch {
+            throw error as! BatchedUDPError  // the copying body throws nothing else
+        }
+    }
+
+    /// Queues a copy of each buffer as one datagram.
+    /// See ``enqueue(contentsOf:to:metadata:partially:)-(UnsafeBufferPointer<UnsafeRawBufferPointer>,_,_,_)``.
+    @discardableResult
+    public func enqueue(contentsOf datagrams: [UnsafeRawBufferPointer], to destination: SocketAddress? = nil,
+                        metadata: SendMetadata? = nil, partially: Bool = false) throws(BatchedUDPError) -> Range<Int> {
+        let result = datagrams.withUnsafeBufferPointer { buffers in
+            Result { () throws(BatchedUDPError) -> Range<Int> in
+                try enqueue(contentsOf: buffers, to: destination, metadata: metadata, partially: partially)
+            }
+        }
+        return try result.get()
+    }
+
+    /// The batch forms' work: the slots after the tail are written one by one, and queued together once
+    /// all are written and checked.
+    private func enqueueBatch(count: Int, destination: SocketAddress?, metadata: SendMetadata?, partially: Bool,
+                              _ body: (Int, UnsafeMutableRawBufferPointer) throws -> Int) throws -> Range<Int> {
+        precondition(count >= 0, "enqueue(count:): count \(count) is negative")
+        try admit(destination, length: 0, metadata: metadata)
+        let free = ring.capacity - ring.count
+        guard partially || count <= free else { throw reject(count) }
+        let n = min(count, free)
+        let budget = ring.byteCapacity - ring.bytes
+        let plain = destination == nil && metadata == nil
+        let limit = plain ? peerPayloadLimit : ring.slotSize  // addressed datagrams are checked one by one below
+        var written = 0, bytes = 0
+        isWritingSlot = true
+        do {
+            defer { isWritingSlot = false }
+            while written < n {
+                let slot = UnsafeMutableRawBufferPointer(start: ring.payload(afterTail: written), count: ring.slotSize)
+                let length = try body(written, slot)
+                precondition(length >= 0 && length <= slot.count, "enqueue(count:writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
+                guard length <= limit else { throw BatchedUDPError.messageTooLarge(size: length, limit: limit) }
+                guard bytes + length <= budget else {
+                    guard partially else { throw reject(count) }
+                    break
+                }
+                ring.writeSlot(afterTail: written, length: length)
+                bytes += length
+                written += 1
+            }
+        }
+        // The body may have closed the watcher's socket; every length must fit the destination.
+        try admit(destination, length: 0, metadata: metadata)
+        guard written > 0 else { return nextSequence..<nextSequence }
+        if plain {
+            ring.commitWritten(written, length: bytes)
+        } else {
+            for offset in 0..<written { try admit(destination, length: ring.length(afterTail: offset), metadata: metadata) }
+            for _ in 0..<written { commitAddressed(length: ring.length(afterTail: 0), destination: destination, metadata: metadata) }
+        }
+        let first = committed(written)
+        return first..<first + written
     }
 
     /// Sends what is queued now instead of at the end of the loop iteration. Does nothing while a drain
@@ -347,12 +630,17 @@ public final class BatchedUDPWatcher {
     /// The checks every public entry point makes: loop-thread confinement (debug builds only: the call
     /// into Libev is compiled out here, since a call across modules is not free) and no reentry from an
     /// `enqueue(writingWith:)` body (one load and branch).
-    @inline(__always)
+    @inlinable
     func checkEntry(_ entry: StaticString) {
         #if DEBUG
-        loop.assertOnLoopThread("BatchedUDPWatcher.\(entry)")
+        assertOnLoopThread(entry)
         #endif
         precondition(!isWritingSlot, "BatchedUDPWatcher.\(entry) called from inside an enqueue(writingWith:) body on the same watcher: the slot being written is not queued yet; finish the body first")
+    }
+
+    @usableFromInline
+    func assertOnLoopThread(_ entry: StaticString) {
+        loop.assertOnLoopThread("BatchedUDPWatcher.\(entry)")
     }
 
     // MARK: Test hooks

@@ -1,27 +1,45 @@
-internal import CUDPShims
+public import CUDPShims
 internal import Glibc
 
 /// A fixed ring of datagram slots whose memory is allocated once and reused: per slot, `slotSize` payload
 /// bytes, a `sockaddr_storage`, an `iovec` and an `mmsghdr` already pointing at them. Any run of slots that
 /// does not wrap is therefore a ready `sendmmsg` vector: a drain builds nothing.
 ///
+/// A free slot's header is always plain (no address, no control messages): a datagram to the connected
+/// peer without metadata, the hot case, writes only its length. Slots that carried an address or metadata
+/// are made plain again as they leave the ring.
+///
 /// The unsafe part of the package's send path lives here and only here. Slots are used in FIFO order.
+/// The members the watcher's inlinable enqueue forms use are `@usableFromInline`: internal still, and
+/// touched only through those forms. The indices skip Swift's dynamic exclusivity checks: the ring is
+/// confined to its watcher's loop thread, and no access to them spans a call out.
+@usableFromInline
 final class DatagramRing {
     /// Number of slots.
-    let capacity: Int
+    @usableFromInline let capacity: Int
     /// Payload bytes per slot.
-    let slotSize: Int
+    @usableFromInline let slotSize: Int
     /// Queued payload bytes allowed at once.
-    let byteCapacity: Int
+    @usableFromInline let byteCapacity: Int
 
     /// Index of the oldest queued datagram.
-    private(set) var head = 0
+    @usableFromInline @exclusivity(unchecked) var head = 0
+    /// Index of the free slot after the newest (`head + count`, wrapped), kept rather than computed: every
+    /// enqueue needs it.
+    @usableFromInline @exclusivity(unchecked) var tail = 0
     /// Number of queued datagrams.
-    private(set) var count = 0
+    @usableFromInline @exclusivity(unchecked) var count = 0
     /// Queued payload bytes.
-    private(set) var bytes = 0
+    @usableFromInline @exclusivity(unchecked) var bytes = 0
+    /// Whether a slot has ever carried an address or control messages (then leaving slots are made plain).
+    private(set) var decorates = false
+    /// Most datagrams and payload bytes queued at once. Taken before each removal rather than at each
+    /// commit (the queue only grows between removals, so its peak is reached right before one, or now).
+    private var peakCount = 0, peakBytes = 0
+    var peakQueued: Int { max(peakCount, count) }
+    var peakQueuedBytes: Int { max(peakBytes, bytes) }
 
-    private let payload: UnsafeMutableRawPointer
+    @usableFromInline let payload: UnsafeMutableRawPointer
     /// Per-slot control areas for send metadata (PKTINFO, ECN), allocated the first time a datagram
     /// carries metadata: a ring that never does costs nothing for it.
     private var controls: UnsafeMutableRawPointer?
@@ -32,7 +50,7 @@ final class DatagramRing {
     /// The metadata written last, and where: the next datagram with the same metadata copies its bytes.
     private var lastMetadata: (metadata: SendMetadata, ipv4: Bool, slot: Int, length: Int)?
     private let addresses: UnsafeMutablePointer<sockaddr_storage>
-    private let iovecs: UnsafeMutablePointer<iovec>
+    @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cudp_mmsghdr>
 
     init(capacity: Int, slotSize: Int, byteCapacity: Int) {
@@ -72,32 +90,76 @@ final class DatagramRing {
         count < capacity && bytes + length <= byteCapacity
     }
 
-    /// The free slot after the last queued datagram, to be written and then `commitTail`ted.
+    /// The free slot after the last queued datagram, to be written and then committed.
+    @inlinable
     var tailPayload: UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(start: payload + tailIndex * slotSize, count: slotSize)
+        UnsafeMutableRawBufferPointer(start: payload + tail &* slotSize, count: slotSize)
     }
 
-    /// Queues the tail slot: its first `length` payload bytes, to `destination` (nil: the connected peer).
-    func commitTail(length: Int, destination: SocketAddress?) {
-        precondition(count < capacity && length <= slotSize)
-        let slot = tailIndex
+    /// Copies `length` bytes from `source` into the tail slot.
+    @inlinable
+    func copyToTail(from source: UnsafeRawPointer, length: Int) {
+        (payload + tail &* slotSize).copyMemory(from: source, byteCount: length)
+    }
+
+    /// The payload of the free slot `offset` places after the tail (`offset < capacity - count`).
+    @inlinable
+    func payload(afterTail offset: Int) -> UnsafeMutableRawPointer {
+        payload + index(count &+ offset) &* slotSize
+    }
+
+    /// Queues the tail slot: its first `length` payload bytes, to the connected peer, without metadata.
+    /// The hot path: its header is plain already, so one store and the bookkeeping. The caller has
+    /// checked that a slot is free and `length` fits it.
+    @inlinable
+    func commitTail(length: Int) {
+        let slot = tail
         iovecs[slot].iov_len = length
-        if let destination {
-            messages[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
-            messages[slot].msg_hdr.msg_namelen = destination.write(to: addresses + slot)
-        } else {
-            messages[slot].msg_hdr.msg_name = nil
-            messages[slot].msg_hdr.msg_namelen = 0
-        }
-        messages[slot].msg_hdr.msg_control = nil
-        messages[slot].msg_hdr.msg_controllen = 0
-        count += 1
-        bytes += length
+        tail = slot &+ 1 == capacity ? 0 : slot &+ 1
+        count &+= 1
+        bytes &+= length
+    }
+
+    /// Queues the tail slot: its first `length` payload bytes, to `destination` (already in the socket's
+    /// family: an IPv4 one mapped for a dual-stack IPv6 socket).
+    func commitTail(length: Int, destination: SocketAddress) {
+        precondition(count < capacity && length <= slotSize)
+        let slot = tail
+        decorates = true
+        messages[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
+        messages[slot].msg_hdr.msg_namelen = destination.write(to: addresses + slot)
+        commitTail(length: length)
+    }
+
+    /// Writes the length of free slot `slot` (an index, not an offset), for a batch that walks the free
+    /// slots itself.
+    @inlinable
+    func setLength(_ length: Int, ofFreeSlot slot: Int) {
+        iovecs[slot].iov_len = length
+    }
+
+    /// Writes the length of the free slot `offset` places after the tail (its payload written by the
+    /// caller), without queuing it yet: `commitWritten` queues the slots written, in one step.
+    @inlinable
+    func writeSlot(afterTail offset: Int, length: Int) {
+        iovecs[index(count &+ offset)].iov_len = length
+    }
+
+    /// The length `writeSlot` gave the free slot `offset` places after the tail.
+    func length(afterTail offset: Int) -> Int { iovecs[index(count + offset)].iov_len }
+
+    /// Queues the `n` slots after the tail written with `writeSlot`, holding `length` payload bytes in all.
+    @inlinable
+    func commitWritten(_ n: Int, length: Int) {
+        count &+= n
+        bytes &+= length
+        tail = index(count)
     }
 
     /// Gives the datagram just committed its metadata control messages (see `cudp_write_send_control`):
     /// the PKTINFO and ECN messages of the destination's real family (`ipv4`).
     func attachMetadata(_ metadata: SendMetadata, ipv4: Bool) {
+        decorates = true
         let slot = index(count - 1)
         let control = controlArea(slot)
         // Senders mostly repeat the same metadata (one source address, one ECN codepoint): copy the
@@ -199,22 +261,43 @@ final class DatagramRing {
     }
 
     /// Removes `n` datagrams from the head and returns their payload bytes.
+    /// `knownBytes`, when given, is their payload bytes (a GSO drain knows them per message).
     @discardableResult
-    func popFront(_ n: Int) -> Int {
+    func popFront(_ n: Int, knownBytes: Int? = nil) -> Int {
         precondition(n <= count)
+        peakCount = max(peakCount, count)
+        peakBytes = max(peakBytes, bytes)
+        // A drain pops what it sent from the head's contiguous run: sum it without wrapping indices.
+        let straight = min(n, capacity - head)
         var removed = 0
-        for offset in 0..<n { removed += iovecs[index(offset)].iov_len }
+        if let knownBytes {
+            removed = knownBytes
+        } else {
+            for slot in head..<head + straight { removed += iovecs[slot].iov_len }
+            for slot in 0..<n - straight { removed += iovecs[slot].iov_len }
+        }
+        if decorates {
+            for slot in head..<head + straight { makePlain(slot) }
+            for slot in 0..<n - straight { makePlain(slot) }
+        }
         head = index(n)
         count -= n
         bytes -= removed
-        if count == 0 { head = 0 }
+        if count == 0 { (head, tail) = (0, 0) }
         return removed
     }
 
-    private var tailIndex: Int { index(count) }
+    /// Clears a leaving slot's address and control messages.
+    private func makePlain(_ slot: Int) {
+        messages[slot].msg_hdr.msg_name = nil
+        messages[slot].msg_hdr.msg_namelen = 0
+        messages[slot].msg_hdr.msg_control = nil
+        messages[slot].msg_hdr.msg_controllen = 0
+    }
 
-    private func index(_ offset: Int) -> Int {
-        let i = head + offset
-        return i < capacity ? i : i - capacity
+    @inlinable
+    func index(_ offset: Int) -> Int {
+        let i = head &+ offset
+        return i < capacity ? i : i &- capacity
     }
 }

@@ -32,6 +32,8 @@ final class SegmentedBatch {
     /// Datagrams carried by each message of the current vector, and the size of their segments.
     private let segments: UnsafeMutablePointer<Int32>
     private let sizes: UnsafeMutablePointer<Int32>
+    /// Payload bytes each message carries.
+    private let totals: UnsafeMutablePointer<Int>
     private let controls: UnsafeMutableRawPointer
     private let controlSpace: Int
     /// Messages in the current vector.
@@ -52,6 +54,8 @@ final class SegmentedBatch {
         segments.initialize(repeating: 0, count: capacity)
         sizes = .allocate(capacity: capacity)
         sizes.initialize(repeating: 0, count: capacity)
+        totals = .allocate(capacity: capacity)
+        totals.initialize(repeating: 0, count: capacity)
         joined = .allocate(capacity: capacity)
         joined.initialize(repeating: iovec(), count: capacity)
         controls = .allocate(byteCount: capacity * controlSpace, alignment: MemoryLayout<cmsghdr>.alignment)
@@ -62,6 +66,7 @@ final class SegmentedBatch {
         messages.deallocate()
         segments.deallocate()
         sizes.deallocate()
+        totals.deallocate()
         joined.deallocate()
         controls.deallocate()
     }
@@ -85,25 +90,41 @@ final class SegmentedBatch {
         while next < available && count < capacity {
             let first = next
             let size = iovecs[first].iov_len
-            var total = size
-            var contiguous = true
             next += 1
             if first >= singles && size > 0 && size <= maxSegment
                 && (limits.isEmpty || size <= limits.maxSegment(for: source[first], fallback: maxSegment, now: now)) {
-                while next < available && next - first < SegmentedBatch.maxSegments {
-                    let length = iovecs[next].iov_len
-                    guard length > 0, length <= size, total + length <= maxPayload,
-                          SegmentedBatch.sameDestinationAndMetadata(source[first], source[next]) else { break }
-                    contiguous = contiguous && iovecs[next - 1].iov_base! + size == iovecs[next].iov_base!
-                    total += length
+                // Each datagram is looked at once: its length, and whether it goes where the first goes
+                // with the same metadata (for the connected peer without metadata, that its slot carries
+                // neither an address nor control messages).
+                let end = min(available, first + min(SegmentedBatch.maxSegments, maxPayload / size))
+                let plain = source[first].msg_hdr.msg_namelen == 0 && source[first].msg_hdr.msg_controllen == 0
+                if !ring.decorates {
+                    // No slot carries an address or metadata: only the lengths tell where the run ends.
+                    next = SegmentedBatch.equalLengths(iovecs, from: next, to: end, size: size)
+                } else {
+                    while next < end && iovecs[next].iov_len == size {
+                        if plain {
+                            guard source[next].msg_hdr.msg_namelen == 0 && source[next].msg_hdr.msg_controllen == 0 else { break }
+                        } else {
+                            guard SegmentedBatch.sameDestinationAndMetadata(source + first, source + next) else { break }
+                        }
+                        next += 1
+                    }
+                }
+                // A shorter (never empty) datagram may end the run.
+                if next < end, case let length = iovecs[next].iov_len, length > 0, length < size,
+                   plain ? source[next].msg_hdr.msg_namelen == 0 && source[next].msg_hdr.msg_controllen == 0
+                         : SegmentedBatch.sameDestinationAndMetadata(source + first, source + next) {
                     next += 1
-                    if length < size { break }  // a shorter datagram ends the run
                 }
             }
             var message = source[first]
             let run = next - first
+            var total = size
             if run > 1 {
-                if contiguous {
+                total = size * (run - 1) + iovecs[next - 1].iov_len
+                if ring.slotSize == size {
+                    // Full slots lie end to end in the ring: one iovec covers the run.
                     joined[count] = iovec(iov_base: iovecs[first].iov_base, iov_len: total)
                     message.msg_hdr.msg_iov = joined + count
                     message.msg_hdr.msg_iovlen = 1
@@ -126,8 +147,18 @@ final class SegmentedBatch {
             messages[count] = message
             segments[count] = Int32(run)
             sizes[count] = Int32(size)
+            totals[count] = total
             count += 1
         }
+    }
+
+    /// The end of the run of datagrams of `size` bytes starting at `from`, at most `end`: a loop of its
+    /// own, so it keeps its few values in registers (a few instructions per datagram).
+    @inline(never)
+    private static func equalLengths(_ iovecs: UnsafeMutablePointer<iovec>, from: Int, to end: Int, size: Int) -> Int {
+        var next = from
+        while next < end && iovecs[next].iov_len == size { next &+= 1 }
+        return next
     }
 
     /// Payload size of the segments of message `index` (its first datagram's size).
@@ -136,25 +167,28 @@ final class SegmentedBatch {
     /// Datagrams carried by message `index` of the current vector.
     func datagrams(inMessage index: Int) -> Int { Int(segments[index]) }
 
-    /// Datagrams carried by the first `n` messages, and how many of those messages were super-datagrams.
-    func datagrams(inFirst n: Int) -> (datagrams: Int, superDatagrams: Int) {
-        var datagrams = 0, superDatagrams = 0
+    /// Datagrams and payload bytes carried by the first `n` messages, and how many of those messages were
+    /// super-datagrams.
+    func datagrams(inFirst n: Int) -> (datagrams: Int, bytes: Int, superDatagrams: Int) {
+        var datagrams = 0, bytes = 0, superDatagrams = 0
         for index in 0..<n {
             let run = Int(segments[index])
             datagrams += run
+            bytes += totals[index]
             if run > 1 { superDatagrams += 1 }
         }
-        return (datagrams, superDatagrams)
+        return (datagrams, bytes, superDatagrams)
     }
 
     /// Whether two slots go to the same destination with the same metadata (source address, interface,
     /// ECN): every datagram of a super-datagram shares the message's address and control messages.
-    private static func sameDestinationAndMetadata(_ a: cudp_mmsghdr, _ b: cudp_mmsghdr) -> Bool {
-        guard a.msg_hdr.msg_namelen == b.msg_hdr.msg_namelen, a.msg_hdr.msg_controllen == b.msg_hdr.msg_controllen else { return false }
-        if a.msg_hdr.msg_controllen > 0 && memcmp(a.msg_hdr.msg_control!, b.msg_hdr.msg_control!, a.msg_hdr.msg_controllen) != 0 {
+    private static func sameDestinationAndMetadata(_ a: UnsafeMutablePointer<cudp_mmsghdr>, _ b: UnsafeMutablePointer<cudp_mmsghdr>) -> Bool {
+        let a = a.pointee.msg_hdr, b = b.pointee.msg_hdr
+        guard a.msg_namelen == b.msg_namelen, a.msg_controllen == b.msg_controllen else { return false }
+        if a.msg_controllen > 0 && memcmp(a.msg_control!, b.msg_control!, a.msg_controllen) != 0 {
             return false
         }
-        guard let left = a.msg_hdr.msg_name, let right = b.msg_hdr.msg_name else { return a.msg_hdr.msg_name == b.msg_hdr.msg_name }
-        return memcmp(left, right, Int(a.msg_hdr.msg_namelen)) == 0
+        guard let left = a.msg_name, let right = b.msg_name else { return a.msg_name == b.msg_name }
+        return memcmp(left, right, Int(a.msg_namelen)) == 0
     }
 }

@@ -223,7 +223,7 @@ import TestSupport
             try watcher.enqueue([1])
         }
         let text = result.map { String(decoding: $0.standardErrorContent, as: UTF8.self) } ?? ""
-        #expect(text.contains("BatchedUDPWatcher.enqueue(_:to:metadata:) was called on a thread that is not running its event loop"), "\(text)")
+        #expect(text.contains("BatchedUDPWatcher.enqueue(_:) was called on a thread that is not running its event loop"), "\(text)")
     }
     #endif
 }
