@@ -450,19 +450,36 @@ public final class BatchedUDPWatcher {
     /// - Cost: one copy per datagram into its preallocated slot, and the batch form's bookkeeping.
     @inlinable @discardableResult
     public func enqueue(contentsOf datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, partially: Bool = false) throws(BatchedUDPError) -> Range<Int> {
+        checkEntry("enqueue(contentsOf:partially:)")
         guard acceptsPeerDatagrams else { throw peerRefusal(length: 0) }
-        for datagram in datagrams where datagram.count > peerPayloadLimit {
-            throw .messageTooLarge(size: datagram.count, limit: peerPayloadLimit)
-        }
-        do {
-            return try enqueue(count: datagrams.count, partially: partially) { index, slot in
-                let bytes = datagrams[index]
-                if bytes.count > 0 { slot.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
-                return bytes.count
+        let free = ring.capacity &- ring.count
+        guard partially || datagrams.count <= free else { throw reject(datagrams.count) }
+        let n = min(datagrams.count, free)
+        // As the in-place batch: locals, a cursor over the free slots, one bookkeeping step at the end.
+        let budget = ring.byteCapacity &- ring.bytes, limit = peerPayloadLimit
+        let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity
+        var slot = ring.tail, payload = base + slot &* slotSize
+        var written = 0, bytes = 0
+        while written < n {
+            let datagram = datagrams[written]
+            let length = datagram.count
+            guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
+            guard bytes &+ length <= budget else {
+                guard partially else { throw reject(datagrams.count) }
+                break
             }
-        } catch {
-            throw error as! BatchedUDPError  // the copying body throws nothing else
+            if let source = datagram.baseAddress { DatagramRing.copy(payload, from: source, length: length) }
+            ring.setLength(length, ofFreeSlot: slot)
+            bytes &+= length
+            written &+= 1
+            slot &+= 1
+            payload += slotSize
+            if slot == capacity { (slot, payload) = (0, base) }
         }
+        guard written > 0 else { return nextSequence..<nextSequence }
+        ring.commitWritten(written, length: bytes)
+        let first = committed(written)
+        return first..<first &+ written
     }
 
     /// Queues a copy of each buffer as one datagram to the connected peer, without metadata.

@@ -99,7 +99,29 @@ final class DatagramRing {
     /// Copies `length` bytes from `source` into the tail slot.
     @inlinable
     func copyToTail(from source: UnsafeRawPointer, length: Int) {
-        (payload + tail &* slotSize).copyMemory(from: source, byteCount: length)
+        DatagramRing.copy(payload + tail &* slotSize, from: source, length: length)
+    }
+
+    /// Copies a payload into a slot. From 16 to 64 bytes (acknowledgements, DNS queries, game and
+    /// telemetry updates) with two or four overlapping 16-byte moves inline: a call to `memmove` costs a
+    /// batch loop its registers, about as much again as such a copy.
+    @inlinable
+    static func copy(_ target: UnsafeMutableRawPointer, from source: UnsafeRawPointer, length: Int) {
+        typealias Chunk = SIMD16<UInt8>
+        guard length >= 16 && length <= 64 else {
+            target.copyMemory(from: source, byteCount: length)
+            return
+        }
+        let first = source.loadUnaligned(as: Chunk.self)
+        let last = source.loadUnaligned(fromByteOffset: length &- 16, as: Chunk.self)
+        if length > 32 {
+            let second = source.loadUnaligned(fromByteOffset: 16, as: Chunk.self)
+            let third = source.loadUnaligned(fromByteOffset: length &- 32, as: Chunk.self)
+            target.storeBytes(of: second, toByteOffset: 16, as: Chunk.self)
+            target.storeBytes(of: third, toByteOffset: length &- 32, as: Chunk.self)
+        }
+        target.storeBytes(of: first, as: Chunk.self)
+        target.storeBytes(of: last, toByteOffset: length &- 16, as: Chunk.self)
     }
 
     /// The payload of the free slot `offset` places after the tail (`offset < capacity - count`).
