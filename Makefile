@@ -76,19 +76,29 @@ soak: deps
 	@./Scripts/soak.sh $(RELEASE_BIN)
 
 # Everything in release: the package's examples, the C references, the SwiftNIO peer and the ordo-one
-# suite (Benchmarks/, a package of its own); then one table of figures and ratios (Scripts/bench.py).
+# suite (Benchmarks/, a package of its own); user-space instructions per datagram under callgrind
+# (Scripts/instructions.sh); then one table of figures and ratios (Scripts/bench.py).
 # BENCH_ROUNDS (default 5) sets the rounds per workload.
 bench: deps
-	@command -v python3 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; }
+	@missing=""; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	$(SWIFT) build -c release --product udp-blast
 	$(SWIFT) build -c release --product echo-relay
 	mkdir -p .build/c-refs
 	cc -O2 -Wall -o .build/c-refs/send_ref Benchmarks/CReferences/send_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/echo_ref Benchmarks/CReferences/echo_ref.c -lev
+	cc -O2 -Wall -o .build/c-refs/recv_ref Benchmarks/CReferences/recv_ref.c -lev
 	$(SWIFT) build -c release --package-path Benchmarks --product nio-peer
+	$(SWIFT) build -c release --package-path Benchmarks --product instruction-counts
+	./Scripts/instructions.sh Benchmarks/.build/release/instruction-counts .build/c-refs/send_ref .build/c-refs/recv_ref \
+		| tee .build/instructions.txt
 	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target UDPBenchmarks --format markdown --no-progress \
 		| tee ../.build/ordo-one.md
-	python3 Scripts/bench.py .build/ordo-one.md
+	python3 Scripts/bench.py .build/ordo-one.md .build/instructions.txt
 
 clean:
 	rm -rf .build .build-asan .build-tsan Benchmarks/.build Fuzz/.build

@@ -22,6 +22,14 @@ let package = Package(
             ],
             path: "Benchmarks/UDPBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+        // The workloads Scripts/instructions.sh counts instructions of (callgrind), against CReferences/.
+        .executableTarget(
+            name: "instruction-counts",
+            dependencies: [
+                .product(name: "BatchedUDP", package: "swift-libev-udp"),
+                .product(name: "Libev", package: "swift-libev-udp"),
+            ],
+            path: "InstructionCounts"),
         // The SwiftNIO peer for Scripts/bench.sh: a DatagramChannel sender and a UDP echo server.
         .executableTarget(
             name: "nio-peer",

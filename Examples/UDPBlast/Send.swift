@@ -195,18 +195,22 @@ final class Blaster {
         let timeUp = options.duration.map { Double(now - start) / 1e9 >= $0 } ?? false
         let size = options.size, stamp = options.expectReplies
         let window = options.window.map { unique + $0 } ?? Int.max
-        while next < limit && next < paced && next < window && !timeUp && watcher.isWritable {
-            let sequence = next
-            do {
-                try watcher.enqueue(metadata: metadata) { slot in
-                    slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
-                    if stamp { slot.storeBytes(of: Blaster.wallNanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self) }
-                    return size
-                }
-            } catch {
-                break
+        // One batch call queues what the ring, the pace and the window allow.
+        let wanted = min(limit, paced, window) - next
+        if wanted > 0 && !timeUp && watcher.isWritable {
+            let first = next
+            let write = { (index: Int, slot: UnsafeMutableRawBufferPointer) -> Int in
+                slot.storeBytes(of: UInt64(first + index).littleEndian, as: UInt64.self)
+                if stamp { slot.storeBytes(of: Blaster.wallNanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self) }
+                return size
             }
-            next += 1
+            let queued: Range<Int>?
+            if let metadata {
+                queued = try? watcher.enqueue(count: wanted, metadata: metadata, partially: true, writingWith: write)
+            } else {
+                queued = try? watcher.enqueue(count: wanted, partially: true, writingWith: write)
+            }
+            next += queued?.count ?? 0
         }
         if next == limit || timeUp { finishSending() }
     }
