@@ -270,16 +270,9 @@ public final class BatchedUDPWatcher {
         checkEntry("enqueue(writingWith:)")
         // The byte budget is checked once the length is known.
         guard acceptsPeerDatagrams, ring.count < ring.capacity else { throw peerRefusal(length: 0) }
-        let slot = ring.tailPayload
-        isWritingSlot = true
-        let length: Int
-        do {
-            defer { isWritingSlot = false }
-            length = try body(slot)
-        }
+        let length = try writeTail(body)
         // One unsigned compare also catches a negative length; the body may have closed the socket.
         guard UInt(bitPattern: length) <= UInt(bitPattern: peerPayloadLimit), acceptsPeerDatagrams, ring.bytes &+ length <= ring.byteCapacity else {
-            precondition(length >= 0 && length <= slot.count, "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
             throw peerRefusal(length: length)
         }
         ring.commitTail(length: length)
@@ -363,18 +356,22 @@ public final class BatchedUDPWatcher {
         checkEntry("enqueue(to:metadata:writingWith:)")
         try admit(destination, length: 0, metadata: metadata)
         guard ring.canAccept(length: 0) else { throw reject() }
-        let slot = ring.tailPayload
-        isWritingSlot = true
-        let length: Int
-        do {
-            defer { isWritingSlot = false }
-            length = try body(slot)
-        }
-        precondition(length >= 0 && length <= slot.count, "enqueue(writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
+        let length = try writeTail(body)
         // Again: the body may have closed the watcher's socket (and so the watcher), and the length is known now.
         try admit(destination, length: length, metadata: metadata)
         guard ring.canAccept(length: length) else { throw reject() }
         return commit(length: length, destination: destination, metadata: metadata)
+    }
+
+    /// Lets `body` write the tail slot, with reentry from it refused (`checkEntry`); checks the length
+    /// it returns against the slot.
+    @inlinable
+    func writeTail(_ body: (UnsafeMutableRawBufferPointer) throws -> Int) rethrows -> Int {
+        isWritingSlot = true
+        defer { isWritingSlot = false }
+        let length = try body(ring.tailPayload)
+        precondition(UInt(bitPattern: length) <= UInt(bitPattern: ring.slotSize), "enqueue(writingWith:) body returned \(length) for a slot of \(ring.slotSize) bytes")
+        return length
     }
 
     // MARK: Batch enqueue
