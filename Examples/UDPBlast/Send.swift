@@ -32,8 +32,12 @@ struct Send: ParsableCommand {
     @Option(help: "Datagrams per sendmmsg call, 1...1024.")
     var batch = 1024
 
-    @Option(help: "Ring capacity in datagrams.")
-    var ring = 4096
+    @Option(help: "Ring capacity in datagrams; by default as many as hold 1 MiB of payload, from 256 to 4,096 (4,096 at 64 bytes, 873 at 1,200).")
+    var ring: Int?
+
+    /// The ring's capacity: small datagrams want many slots per drain, large ones a ring that stays in
+    /// the cache (at 1,200 bytes, 4,096 slots are 4.9 MB, and took 1.2 times as long as 873).
+    var ringCapacity: Int { ring ?? min(max((1 << 20) / size, 256), 4096) }
 
     @Option(help: "UDP GSO: automatic (runs of equal-size datagrams leave as super-datagrams where the kernel supports it) or off.")
     var segmentation = Segmentation.automatic
@@ -83,7 +87,7 @@ struct Send: ParsableCommand {
         let minimum = expectReplies ? 16 : 8
         guard (minimum...65_507).contains(size) else { throw ValidationError("--size must be \(minimum)...65507 bytes, got \(size)") }
         guard (1...1024).contains(batch) else { throw ValidationError("--batch must be 1...1024, got \(batch)") }
-        guard ring >= 1 else { throw ValidationError("--ring must be at least 1, got \(ring)") }
+        if let ring, ring < 1 { throw ValidationError("--ring must be at least 1, got \(ring)") }
         if let sndbuf, sndbuf < 1 { throw ValidationError("--sndbuf must be positive, got \(sndbuf)") }
         if let window {
             guard window >= 1 else { throw ValidationError("--window must be at least 1, got \(window)") }
@@ -151,7 +155,7 @@ final class Blaster {
             if options.expectReplies { try? socket.setReceiveBufferSize(64 << 20, force: true) }
             try socket.connect(to: destination)
             var configuration = BatchedUDPWatcher.Configuration()
-            configuration.capacity = options.ring
+            configuration.capacity = options.ringCapacity
             configuration.maxDatagramSize = options.size
             configuration.batchSize = options.batch
             configuration.segmentation = options.segmentation == .off ? .off : .automatic
