@@ -79,8 +79,36 @@ extension BatchedUDPWatcher {
         }
     }
 
+    /// What checking a destination and metadata found, and how they are written: kept for the next
+    /// datagram, which usually carries the same (a server answering from one address, a sender marking
+    /// every datagram with one ECN codepoint), so a run of them is checked and encoded once. Stored
+    /// fields of the watcher, read in place (a struct of this size costs a copy per datagram).
+    struct Addressed {
+        var valid = false
+        var destination: SocketAddress?
+        var metadata: SendMetadata?
+        /// The largest payload: the slot, or the wire family's UDP limit.
+        var limit = 0
+        /// The destination as written to the slot (IPv4 mapped on a dual-stack IPv6 socket).
+        var target: SocketAddress?
+        /// The metadata as attached (the source unmapped, ECN dropped once refused); nil when empty.
+        var attached: SendMetadata?
+        /// Whether the datagram travels as IPv4, which decides its control messages.
+        var ipv4 = false
+        /// Tells the ring that the control messages it wrote last are these (`attachMetadata(_:ipv4:key:)`).
+        var key = 0
+    }
+
     @inline(never)
     private func admitAddressed(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) {
+        try checkAddressed(destination, metadata)
+        guard length <= addressed.limit else { throw .messageTooLarge(size: length, limit: addressed.limit) }
+    }
+
+    /// The checks of a destination and metadata, done once for a run of datagrams that carry the same;
+    /// the result is in `addressed`.
+    private func checkAddressed(_ destination: SocketAddress?, _ metadata: SendMetadata?) throws(BatchedUDPError) {
+        if addressed.valid && addressed.destination == destination && addressed.metadata == metadata { return }
         if let destination {
             switch (socket.family, destination.family) {
             case (.ipv4, .ipv4), (.ipv6, .ipv6): break
@@ -90,17 +118,31 @@ extension BatchedUDPWatcher {
         } else if !isConnected {
             throw .destinationRequired
         }
-        if let source = metadata?.source {
-            // The source address must be of the destination's real family.
-            let ipv4 = destination?.isIPv4OnTheWire ?? connectedPeerIsIPv4
-            guard (source.ipv4Unmapped ?? source).family == (ipv4 ? .ipv4 : .ipv6) else {
-                throw .sourceFamilyMismatch(source: source, destination: destination)
-            }
-        }
         // IPv4 on the wire (an IPv4 or IPv4-mapped destination, or a connected IPv4 peer) allows 65,507 bytes.
         let ipv4 = destination?.isIPv4OnTheWire ?? (socket.family == .ipv4 || connectedPeerIsIPv4)
-        let limit = min(ring.slotSize, ipv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload)
-        guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
+        var attached = metadata
+        if let source = metadata?.source {
+            // The source address must be of the destination's real family.
+            let unmapped = source.ipv4Unmapped ?? source
+            guard unmapped.family == (ipv4 ? .ipv4 : .ipv6) else {
+                throw .sourceFamilyMismatch(source: source, destination: destination)
+            }
+            attached?.source = unmapped
+        }
+        if isECNRefused { attached?.ecn = nil }
+        addressed.valid = true
+        addressed.destination = destination
+        addressed.metadata = metadata
+        addressed.limit = min(ring.slotSize, ipv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload)
+        addressed.target = socket.family == .ipv6 ? destination?.ipv4Mapped : destination
+        addressed.attached = attached?.isEmpty == false ? attached : nil
+        addressed.ipv4 = ipv4
+        addressed.key &+= 1
+    }
+
+    /// The limit for a destination and metadata `admit` accepted (after the body of an in-place form).
+    func admittedLimit(_ destination: SocketAddress?, _ metadata: SendMetadata?) -> Int {
+        destination == nil && metadata == nil ? peerPayloadLimit : addressed.limit
     }
 
     /// Why a datagram of `length` bytes to the connected peer without metadata cannot be queued, in the
@@ -133,18 +175,17 @@ extension BatchedUDPWatcher {
     }
 
     /// Queues the tail slot with its destination (mapped to IPv6 on a dual-stack socket) and its metadata
-    /// control messages (out of line: datagrams to the connected peer without metadata do not pay for it).
+    /// control messages, as `admit` just checked them (out of line: datagrams to the connected peer
+    /// without metadata do not pay for it).
     @inline(never)
     func commitAddressed(length: Int, destination: SocketAddress?, metadata: SendMetadata?) {
-        if let destination {
-            ring.commitTail(length: length, destination: socket.family == .ipv6 ? destination.ipv4Mapped : destination)
+        assert(addressed.valid && addressed.destination == destination && addressed.metadata == metadata, "commit without its admit")
+        if let target = addressed.target {
+            ring.commitTail(length: length, destination: target)
         } else {
             ring.commitTail(length: length)
         }
-        guard var metadata, !metadata.isEmpty else { return }
-        if isECNRefused { metadata.ecn = nil }
-        if let source = metadata.source { metadata.source = source.ipv4Unmapped ?? source }
-        ring.attachMetadata(metadata, ipv4: destination.map { $0.isIPv4OnTheWire } ?? connectedPeerIsIPv4)
+        if let attached = addressed.attached { ring.attachMetadata(attached, ipv4: addressed.ipv4, key: addressed.key) }
     }
 
     /// The bookkeeping after `n` datagrams were queued at once: their sequence numbers start at the
@@ -401,6 +442,7 @@ extension BatchedUDPWatcher {
     /// datagrams lose theirs too, and later ones are enqueued without.
     private func ecnWasRefused() {
         isECNRefused = true
+        addressed.valid = false
         ring.removeECN()
         tally.ecnFallbacks += 1
     }

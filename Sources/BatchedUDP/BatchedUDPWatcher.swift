@@ -126,6 +126,8 @@ public final class BatchedUDPWatcher {
     /// The kernel refused a datagram with an ECN control message and took it without one: ECN is no
     /// longer sent on this socket.
     var isECNRefused = false
+    /// The destination and metadata checked last (see `Addressed`).
+    @exclusivity(unchecked) var addressed = Addressed()
     /// The head datagram whose ECN message was dropped after EIO/EINVAL, to see whether it goes out now.
     var ecnRetry: Int?
     /// The ECN codepoint that head datagram was enqueued with, for its failure report.
@@ -357,8 +359,10 @@ public final class BatchedUDPWatcher {
         try admit(destination, length: 0, metadata: metadata)
         guard ring.canAccept(length: 0) else { throw reject() }
         let length = try writeTail(body)
-        // Again: the body may have closed the watcher's socket (and so the watcher), and the length is known now.
-        try admit(destination, length: length, metadata: metadata)
+        // The body may have closed the watcher's socket (and so the watcher); the length is known now.
+        guard state == .open else { throw BatchedUDPError.closed }
+        let limit = admittedLimit(destination, metadata)
+        guard length <= limit else { throw BatchedUDPError.messageTooLarge(size: length, limit: limit) }
         guard ring.canAccept(length: length) else { throw reject() }
         return commit(length: length, destination: destination, metadata: metadata)
     }

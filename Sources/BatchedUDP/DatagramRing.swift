@@ -47,8 +47,9 @@ final class DatagramRing {
     static var controlSpace: Int { cudp_send_control_space() }
     /// The same, read once (a static let would cost a swift_once check per datagram).
     private let controlStride = DatagramRing.controlSpace
-    /// The metadata written last, and where: the next datagram with the same metadata copies its bytes.
-    private var lastMetadata: (metadata: SendMetadata, ipv4: Bool, slot: Int, length: Int)?
+    /// The metadata written last (named by the watcher's key), and where: the next datagram with the same
+    /// key copies its bytes.
+    private var lastMetadata: (key: Int, slot: Int, length: Int)?
     private let addresses: UnsafeMutablePointer<sockaddr_storage>
     @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cudp_mmsghdr>
@@ -179,19 +180,18 @@ final class DatagramRing {
     }
 
     /// Gives the datagram just committed its metadata control messages (see `cudp_write_send_control`):
-    /// the PKTINFO and ECN messages of the destination's real family (`ipv4`).
-    func attachMetadata(_ metadata: SendMetadata, ipv4: Bool) {
+    /// the PKTINFO and ECN messages of the destination's real family (`ipv4`). `key` names this metadata
+    /// and family: senders mostly repeat the same (one source address, one ECN codepoint), and a datagram
+    /// with the key written last copies those bytes instead of building them again.
+    func attachMetadata(_ metadata: SendMetadata, ipv4: Bool, key: Int) {
         decorates = true
         let slot = index(count - 1)
         let control = controlArea(slot)
-        // Senders mostly repeat the same metadata (one source address, one ECN codepoint): copy the
-        // control messages written last instead of building them again.
-        if let last = lastMetadata, last.ipv4 == ipv4, last.metadata.ecn == metadata.ecn,
-           last.metadata.interfaceIndex == metadata.interfaceIndex, last.metadata.source == metadata.source {
+        if let last = lastMetadata, last.key == key {
             control.copyMemory(from: controlArea(last.slot), byteCount: last.length)
             messages[slot].msg_hdr.msg_control = control
             messages[slot].msg_hdr.msg_controllen = last.length
-            lastMetadata = (metadata, ipv4, slot, last.length)
+            lastMetadata = (key, slot, last.length)
             return
         }
         let ecn = metadata.ecn.map { Int32($0.rawValue) } ?? -1
@@ -206,7 +206,7 @@ final class DatagramRing {
         guard length > 0 else { return }
         messages[slot].msg_hdr.msg_control = control
         messages[slot].msg_hdr.msg_controllen = length
-        lastMetadata = (metadata, ipv4, slot, length)
+        lastMetadata = (key, slot, length)
     }
 
     /// The metadata of the datagram `offset` places after the head, read back from its control messages.
