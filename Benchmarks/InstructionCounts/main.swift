@@ -3,12 +3,13 @@
 // count (`--toggle-collect`), so start-up and allocation stay out; the script takes the slope between two
 // counts so what is left of fixed costs cancels.
 //
-//   instruction-counts send COUNT single|copy|batch|batch-copy gso|no-gso [SIZE]
+//   instruction-counts send COUNT single|copy|batch|batch-copy|single-source gso|no-gso [SIZE]
 //     COUNT datagrams of SIZE bytes (default 64), each carrying its 8-byte sequence number, through a
 //     BatchedUDPWatcher on a socket connected to a loopback receiver that never reads (loopback drops what
 //     does not fit, the sender never waits). single: enqueue(writingWith:) per datagram; copy:
 //     enqueue(_:) of a buffer per datagram; batch: enqueue(count:writingWith:), as many as fit per call;
-//     batch-copy: enqueue(contentsOf:) of 64 buffers at a time. Each fills the ring, then lets the loop
+//     batch-copy: enqueue(contentsOf:) of 64 buffers at a time; single-source: enqueue(metadata:writingWith:)
+//     with a source address per datagram. Each fills the ring, then lets the loop
 //     drain it.
 //   instruction-counts receive COUNT gro|no-gro
 //     COUNT 64-byte datagrams (sent with GSO for gro) queued on a socket first, then read by a
@@ -39,13 +40,13 @@ struct InstructionCounts {
     }
 
     static func usage() -> Never {
-        let text = "usage: instruction-counts send COUNT single|copy|batch|batch-copy gso|no-gso [SIZE]\n"
+        let text = "usage: instruction-counts send COUNT single|copy|batch|batch-copy|single-source gso|no-gso [SIZE]\n"
             + "       instruction-counts receive COUNT gro|no-gro\n"
         _ = text.withCString { write(2, $0, strlen($0)) }
         exit(64)
     }
 
-    enum SendAPI: String { case single, copy, batch, batchCopy = "batch-copy" }
+    enum SendAPI: String { case single, copy, batch, batchCopy = "batch-copy", singleSource = "single-source" }
 
     static func send(count: Int, api: SendAPI, gso: Bool, size: Int) throws {
         let loop = try EventLoop()
@@ -80,6 +81,16 @@ struct InstructionCounts {
             case .single:
                 while next < count && watcher.isWritable {
                     try watcher.enqueue { slot in
+                        slot.storeBytes(of: UInt64(next).littleEndian, as: UInt64.self)
+                        return size
+                    }
+                    next += 1
+                }
+            case .singleSource:
+                // The general form: a source address per datagram (an IP_PKTINFO message in each slot).
+                let metadata = SendMetadata(source: .loopbackIPv4(port: 0))
+                while next < count && watcher.isWritable {
+                    try watcher.enqueue(metadata: metadata) { slot in
                         slot.storeBytes(of: UInt64(next).littleEndian, as: UInt64.self)
                         return size
                     }
