@@ -249,14 +249,17 @@ public final class BatchedUDPReader {
                 report(.truncated(sender: slots.sender(slot), size: length, limit: limit))
                 continue
             }
+            if flags & Int32(MSG_CTRUNC) != 0 {
+                // Also without a control buffer: the kernel sets it when something else on the socket
+                // turned control messages on (SO_TIMESTAMP, UDP_GRO...), and a merged receive would
+                // otherwise reach the handler as one datagram.
+                counters.controlTruncated += 1
+                report(.controlTruncated(sender: slots.sender(slot), size: length, dropped: slots.merges))
+                if slots.merges { continue }
+            }
             var segment: Int? = nil
             if slots.hasControl {
                 slots.parseControl(slot)
-                if flags & Int32(MSG_CTRUNC) != 0 {
-                    counters.controlTruncated += 1
-                    report(.controlTruncated(sender: slots.sender(slot), size: length, dropped: slots.merges))
-                    if slots.merges { continue }
-                }
                 segment = slots.segmentSize(slot)
             }
             guard let segment, segment < length else {

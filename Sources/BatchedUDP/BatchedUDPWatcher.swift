@@ -396,7 +396,7 @@ public final class BatchedUDPWatcher {
     ///   than `count`, or none when the ring is full.
     /// - Throws: ``BatchedUDPError`` as ``enqueue(writingWith:)``, or whatever `body` throws; then
     ///   nothing from this call is queued.
-    /// - Cost: per datagram, `body` and one store into the slot's preallocated header; no allocation, no
+    /// - Cost: per datagram, `body`, a few compares and the store of its length; no allocation, no
     ///   syscall.
     /// - Precondition: `count >= 0`; `body` returns a length between 0 and the slot's size and does not
     ///   call `enqueue`, ``flush()`` or `close` on this watcher.
@@ -417,10 +417,12 @@ public final class BatchedUDPWatcher {
         isWritingSlot = true
         do {
             defer { isWritingSlot = false }
-            while written < n {
+            // A body that closes the socket ends the batch (one flag per datagram).
+            while written < n && acceptsPeerDatagrams {
                 let length = try body(written, UnsafeMutableRawBufferPointer(start: payload, count: slotSize))
-                guard UInt(bitPattern: length) <= UInt(bitPattern: limit) else {
+                guard UInt(bitPattern: length) <= UInt(bitPattern: limit), acceptsPeerDatagrams else {
                     precondition(length >= 0 && length <= slotSize, "enqueue(count:writingWith:) body returned \(length) for a slot of \(slotSize) bytes")
+                    if !acceptsPeerDatagrams { break }  // closed: reported below
                     throw BatchedUDPError.messageTooLarge(size: length, limit: limit)
                 }
                 guard bytes &+ length <= budget else {
@@ -453,18 +455,21 @@ public final class BatchedUDPWatcher {
     public func enqueue(contentsOf datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, partially: Bool = false) throws(BatchedUDPError) -> Range<Int> {
         checkEntry("enqueue(contentsOf:partially:)")
         guard acceptsPeerDatagrams else { throw peerRefusal(length: 0) }
+        // Every size first, as the general form and `enqueue(_:)` check size before room.
+        for datagram in datagrams where datagram.count > peerPayloadLimit {
+            throw .messageTooLarge(size: datagram.count, limit: peerPayloadLimit)
+        }
         let free = ring.capacity &- ring.count
         guard partially || datagrams.count <= free else { throw reject(datagrams.count) }
         let n = min(datagrams.count, free)
         // As the in-place batch: locals, a cursor over the free slots, one bookkeeping step at the end.
-        let budget = ring.byteCapacity &- ring.bytes, limit = peerPayloadLimit
+        let budget = ring.byteCapacity &- ring.bytes
         let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity
         var slot = ring.tail, payload = base + slot &* slotSize
         var written = 0, bytes = 0
         while written < n {
             let datagram = datagrams[written]
             let length = datagram.count
-            guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
             guard bytes &+ length <= budget else {
                 guard partially else { throw reject(datagrams.count) }
                 break
@@ -570,10 +575,12 @@ public final class BatchedUDPWatcher {
         isWritingSlot = true
         do {
             defer { isWritingSlot = false }
-            while written < n {
+            // A body that closes the socket ends the batch.
+            while written < n && state == .open {
                 let slot = UnsafeMutableRawBufferPointer(start: ring.payload(afterTail: written), count: ring.slotSize)
                 let length = try body(written, slot)
                 precondition(length >= 0 && length <= slot.count, "enqueue(count:writingWith:) body returned \(length) for a slot of \(slot.count) bytes")
+                guard state == .open else { break }  // closed: reported below
                 guard length <= limit else { throw BatchedUDPError.messageTooLarge(size: length, limit: limit) }
                 guard bytes + length <= budget else {
                     guard partially else { throw reject(count) }

@@ -12,7 +12,9 @@ internal import Glibc
 /// The unsafe part of the package's send path lives here and only here. Slots are used in FIFO order.
 /// The members the watcher's inlinable enqueue forms use are `@usableFromInline`: internal still, and
 /// touched only through those forms. The indices skip Swift's dynamic exclusivity checks: the ring is
-/// confined to its watcher's loop thread, and no access to them spans a call out.
+/// confined to its watcher's loop thread, and no access to them spans a call out. (An enqueue body may
+/// close the socket, which empties the ring; the batch forms hold no index across a body call that they
+/// use after it without checking the watcher is still open.)
 @usableFromInline
 final class DatagramRing {
     /// Number of slots.

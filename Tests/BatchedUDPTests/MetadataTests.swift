@@ -253,6 +253,25 @@ import TestSupport
         #expect(size == 10 && dropped == gro)
         #expect(delivered == (gro ? 0 : 1))
     }
+
+    /// A reader that asked for nothing has no control buffer, yet the kernel may have control messages
+    /// for it (something else turned SO_TIMESTAMP on): MSG_CTRUNC, reported, the datagram delivered.
+    @Test func controlMessagesNobodyAskedForAreReported() throws {
+        let loop = try EventLoop()
+        let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try socket.setOption(SOL_SOCKET, SO_TIMESTAMP, 1, "SO_TIMESTAMP")
+        var delivered: [[UInt8]] = []
+        var problems: [ReceiveProblem] = []
+        let reader = try BatchedUDPReader(loop: loop, socket: socket) { _, batch in delivered += batch.map { Array($0.payload) } }
+        reader.onProblem = { _, problem in problems.append(problem) }
+        reader.start()
+        let client = try UDPSocket(family: .ipv4)
+        try client.connect(to: socket.localAddress)
+        _ = [UInt8](repeating: 7, count: 10).withUnsafeBytes { send(client.fileDescriptor, $0.baseAddress, 10, 0) }
+        settle(loop)
+        #expect(problems.count == 1 && reader.counters.controlTruncated == 1, "\(problems)")
+        #expect(delivered == [[UInt8](repeating: 7, count: 10)])
+    }
 }
 
 extension SocketAddress {
