@@ -244,15 +244,15 @@ public final class BatchedUDPReader {
         for slot in 0..<received {
             let length = slots.length(slot)
             let flags = slots.flags(slot)
-            guard flags & Int32(MSG_TRUNC) == 0 && length <= slots.slotSize else {
-                counters.truncated += 1
-                report(.truncated(sender: slots.sender(slot), size: length, limit: limit))
-                continue
-            }
-            if flags & Int32(MSG_CTRUNC) != 0 {
-                // Also without a control buffer: the kernel sets it when something else on the socket
-                // turned control messages on (SO_TIMESTAMP, UDP_GRO...), and a merged receive would
-                // otherwise reach the handler as one datagram.
+            if flags & Int32(MSG_TRUNC | MSG_CTRUNC) != 0 || length > slots.slotSize {
+                guard flags & Int32(MSG_TRUNC) == 0 && length <= slots.slotSize else {
+                    counters.truncated += 1
+                    report(.truncated(sender: slots.sender(slot), size: length, limit: limit))
+                    continue
+                }
+                // MSG_CTRUNC, also without a control buffer: the kernel sets it when something else on
+                // the socket turned control messages on (SO_TIMESTAMP, UDP_GRO...), and a merged receive
+                // would otherwise reach the handler as one datagram.
                 counters.controlTruncated += 1
                 report(.controlTruncated(sender: slots.sender(slot), size: length, dropped: slots.merges))
                 if slots.merges { continue }

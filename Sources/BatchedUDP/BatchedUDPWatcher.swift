@@ -273,8 +273,10 @@ public final class BatchedUDPWatcher {
         // The byte budget is checked once the length is known.
         guard acceptsPeerDatagrams, ring.count < ring.capacity else { throw peerRefusal(length: 0) }
         let length = try writeTail(body)
-        // One unsigned compare also catches a negative length; the body may have closed the socket.
+        // One unsigned compare also catches a negative length (the peer's limit is at most the slot);
+        // the body may have closed the socket.
         guard UInt(bitPattern: length) <= UInt(bitPattern: peerPayloadLimit), acceptsPeerDatagrams, ring.bytes &+ length <= ring.byteCapacity else {
+            checkSlotLength(length)
             throw peerRefusal(length: length)
         }
         ring.commitTail(length: length)
@@ -359,6 +361,7 @@ public final class BatchedUDPWatcher {
         try admit(destination, length: 0, metadata: metadata)
         guard ring.canAccept(length: 0) else { throw reject() }
         let length = try writeTail(body)
+        checkSlotLength(length)
         // The body may have closed the watcher's socket (and so the watcher); the length is known now.
         guard state == .open else { throw BatchedUDPError.closed }
         let limit = admittedLimit(destination, metadata)
@@ -367,15 +370,19 @@ public final class BatchedUDPWatcher {
         return commit(length: length, destination: destination, metadata: metadata)
     }
 
-    /// Lets `body` write the tail slot, with reentry from it refused (`checkEntry`); checks the length
-    /// it returns against the slot.
+    /// Lets `body` write the tail slot, with reentry from it refused (`checkEntry`). The caller checks
+    /// the length it returns (`checkSlotLength`).
     @inlinable
     func writeTail(_ body: (UnsafeMutableRawBufferPointer) throws -> Int) rethrows -> Int {
         isWritingSlot = true
         defer { isWritingSlot = false }
-        let length = try body(ring.tailPayload)
+        return try body(ring.tailPayload)
+    }
+
+    /// Stops on a length an in-place body cannot have written: negative, or past its slot.
+    @inlinable
+    func checkSlotLength(_ length: Int) {
         precondition(UInt(bitPattern: length) <= UInt(bitPattern: ring.slotSize), "enqueue(writingWith:) body returned \(length) for a slot of \(ring.slotSize) bytes")
-        return length
     }
 
     // MARK: Batch enqueue
@@ -395,7 +402,8 @@ public final class BatchedUDPWatcher {
     /// - Returns: the sequence numbers of the datagrams queued, in order; with `partially`, possibly fewer
     ///   than `count`, or none when the ring is full.
     /// - Throws: ``BatchedUDPError`` as ``enqueue(writingWith:)``, or whatever `body` throws; then
-    ///   nothing from this call is queued.
+    ///   nothing from this call is queued. A body that closes the socket is called for the remaining
+    ///   datagrams all the same; the call then throws `closed`.
     /// - Cost: per datagram, `body`, a few compares and the store of its length; no allocation, no
     ///   syscall.
     /// - Precondition: `count >= 0`; `body` returns a length between 0 and the slot's size and does not
@@ -417,12 +425,13 @@ public final class BatchedUDPWatcher {
         isWritingSlot = true
         do {
             defer { isWritingSlot = false }
-            // A body that closes the socket ends the batch (one flag per datagram).
-            while written < n && acceptsPeerDatagrams {
+            // A body that closes the socket is still called for the rest of the batch (the slots stay
+            // allocated), and nothing is queued: checking the flag per datagram would cost every batch.
+            while written < n {
                 let length = try body(written, UnsafeMutableRawBufferPointer(start: payload, count: slotSize))
-                guard UInt(bitPattern: length) <= UInt(bitPattern: limit), acceptsPeerDatagrams else {
+                guard UInt(bitPattern: length) <= UInt(bitPattern: limit) else {
                     precondition(length >= 0 && length <= slotSize, "enqueue(count:writingWith:) body returned \(length) for a slot of \(slotSize) bytes")
-                    if !acceptsPeerDatagrams { break }  // closed: reported below
+                    if !acceptsPeerDatagrams { break }  // closed: reported below, before any size
                     throw BatchedUDPError.messageTooLarge(size: length, limit: limit)
                 }
                 guard bytes &+ length <= budget else {
