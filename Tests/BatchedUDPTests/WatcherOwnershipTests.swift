@@ -106,7 +106,8 @@ import TestSupport
         for i in 0..<4 { try watcher.enqueue(sequencePayload(i)) }
         loop.run()
         #expect(failures.map(\.sequence) == Array(0..<4) && failures.allSatisfy { $0.errno == .ENOBUFS })
-        #expect(watcher.counters.backoffs > 1 && !watcher.isBackingOff && watcher.state == .open)
+        // At least one back-off: how many fit in noBufferTimeout depends on how busy the machine is.
+        #expect(watcher.counters.backoffs >= 1 && !watcher.isBackingOff && watcher.state == .open)
         script.steps = []
         try watcher.enqueue(sequencePayload(4))
         loop.run()
