@@ -417,10 +417,9 @@ public final class BatchedUDPWatcher {
         let free = ring.capacity &- ring.count
         guard partially || count <= free else { throw reject(count) }
         let n = min(count, free)
-        // The ring's geometry in locals, and a cursor over the free slots: the loop reloads nothing.
+        // The limits in locals, and a cursor over the free slots: the loop reloads nothing.
         let budget = ring.byteCapacity &- ring.bytes, limit = peerPayloadLimit
-        let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity
-        var slot = ring.tail, payload = base + slot &* slotSize
+        var cursor = DatagramRing.FreeSlots(ring)
         var written = 0, bytes = 0
         isWritingSlot = true
         do {
@@ -428,9 +427,9 @@ public final class BatchedUDPWatcher {
             // A body that closes the socket is still called for the rest of the batch (the slots stay
             // allocated), and nothing is queued: checking the flag per datagram would cost every batch.
             while written < n {
-                let length = try body(written, UnsafeMutableRawBufferPointer(start: payload, count: slotSize))
+                let length = try body(written, UnsafeMutableRawBufferPointer(start: cursor.payload, count: cursor.slotSize))
                 guard UInt(bitPattern: length) <= UInt(bitPattern: limit) else {
-                    precondition(length >= 0 && length <= slotSize, "enqueue(count:writingWith:) body returned \(length) for a slot of \(slotSize) bytes")
+                    checkSlotLength(length)
                     if !acceptsPeerDatagrams { break }  // closed: reported below, before any size
                     throw BatchedUDPError.messageTooLarge(size: length, limit: limit)
                 }
@@ -438,12 +437,10 @@ public final class BatchedUDPWatcher {
                     guard partially else { throw reject(count) }
                     break
                 }
-                ring.setLength(length, ofFreeSlot: slot)
+                ring.setLength(length, ofFreeSlot: cursor.slot)
                 bytes &+= length
                 written &+= 1
-                slot &+= 1
-                payload += slotSize
-                if slot == capacity { (slot, payload) = (0, base) }
+                cursor.advance()
             }
         }
         // The body may have closed the watcher's socket.
@@ -473,8 +470,7 @@ public final class BatchedUDPWatcher {
         let n = min(datagrams.count, free)
         // As the in-place batch: locals, a cursor over the free slots, one bookkeeping step at the end.
         let budget = ring.byteCapacity &- ring.bytes
-        let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity
-        var slot = ring.tail, payload = base + slot &* slotSize
+        var cursor = DatagramRing.FreeSlots(ring)
         var written = 0, bytes = 0
         while written < n {
             let datagram = datagrams[written]
@@ -483,13 +479,11 @@ public final class BatchedUDPWatcher {
                 guard partially else { throw reject(datagrams.count) }
                 break
             }
-            if let source = datagram.baseAddress { DatagramRing.copy(payload, from: source, length: length) }
-            ring.setLength(length, ofFreeSlot: slot)
+            if let source = datagram.baseAddress { DatagramRing.copy(cursor.payload, from: source, length: length) }
+            ring.setLength(length, ofFreeSlot: cursor.slot)
             bytes &+= length
             written &+= 1
-            slot &+= 1
-            payload += slotSize
-            if slot == capacity { (slot, payload) = (0, base) }
+            cursor.advance()
         }
         guard written > 0 else { return nextSequence..<nextSequence }
         ring.commitWritten(written, length: bytes)

@@ -156,6 +156,31 @@ final class DatagramRing {
         commitTail(length: length)
     }
 
+    /// A walk over the free slots from the tail, for a batch: where the next slot and its payload are.
+    /// A value the batch keeps in registers; the ring is not touched until `commitWritten`.
+    @usableFromInline
+    struct FreeSlots {
+        @usableFromInline var slot: Int
+        @usableFromInline var payload: UnsafeMutableRawPointer
+        @usableFromInline let base: UnsafeMutableRawPointer
+        @usableFromInline let slotSize: Int
+        @usableFromInline let capacity: Int
+
+        @inlinable
+        init(_ ring: DatagramRing) {
+            (slot, base, slotSize, capacity) = (ring.tail, ring.payload, ring.slotSize, ring.capacity)
+            payload = base + slot &* slotSize
+        }
+
+        /// On to the next free slot (wrapping at the ring's end).
+        @inlinable
+        mutating func advance() {
+            slot &+= 1
+            payload += slotSize
+            if slot == capacity { (slot, payload) = (0, base) }
+        }
+    }
+
     /// Writes the length of free slot `slot` (an index, not an offset), for a batch that walks the free
     /// slots itself.
     @inlinable

@@ -239,19 +239,29 @@ import TestSupport
         configuration.metadata = [.destination, .ecn, .receiveTime]
         configuration.gro = gro
         configuration.controlSpaceForTests = cudp_cmsg_space(4)
-        var delivered = 0
+        let (reader, delivered, problems) = try readOneDatagram(loop, socket, configuration)
+        #expect(problems.count == 1 && reader.counters.controlTruncated == 1, "\(problems)")
+        guard case let .controlTruncated(_, size, dropped)? = problems.first else { return }
+        #expect(size == 10 && dropped == gro)
+        #expect(delivered.count == (gro ? 0 : 1))
+    }
+
+    /// A reader on `socket`, one 10-byte datagram sent to it, the loop settled: what was delivered and
+    /// what was reported.
+    func readOneDatagram(_ loop: EventLoop, _ socket: UDPSocket, _ configuration: BatchedUDPReader.Configuration = .init()) throws
+        -> (BatchedUDPReader, [[UInt8]], [ReceiveProblem]) {
+        var delivered: [[UInt8]] = []
         var problems: [ReceiveProblem] = []
-        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: configuration) { _, batch in delivered += batch.count }
+        let reader = try BatchedUDPReader(loop: loop, socket: socket, configuration: configuration) { _, batch in
+            delivered += batch.map { Array($0.payload) }
+        }
         reader.onProblem = { _, problem in problems.append(problem) }
         reader.start()
         let client = try UDPSocket(family: .ipv4)
         try client.connect(to: socket.localAddress)
         _ = [UInt8](repeating: 7, count: 10).withUnsafeBytes { send(client.fileDescriptor, $0.baseAddress, 10, 0) }
         settle(loop)
-        #expect(problems.count == 1 && reader.counters.controlTruncated == 1, "\(problems)")
-        guard case let .controlTruncated(_, size, dropped)? = problems.first else { return }
-        #expect(size == 10 && dropped == gro)
-        #expect(delivered == (gro ? 0 : 1))
+        return (reader, delivered, problems)
     }
 
     /// A reader that asked for nothing has no control buffer, yet the kernel may have control messages
@@ -260,15 +270,7 @@ import TestSupport
         let loop = try EventLoop()
         let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
         try socket.setOption(SOL_SOCKET, SO_TIMESTAMP, 1, "SO_TIMESTAMP")
-        var delivered: [[UInt8]] = []
-        var problems: [ReceiveProblem] = []
-        let reader = try BatchedUDPReader(loop: loop, socket: socket) { _, batch in delivered += batch.map { Array($0.payload) } }
-        reader.onProblem = { _, problem in problems.append(problem) }
-        reader.start()
-        let client = try UDPSocket(family: .ipv4)
-        try client.connect(to: socket.localAddress)
-        _ = [UInt8](repeating: 7, count: 10).withUnsafeBytes { send(client.fileDescriptor, $0.baseAddress, 10, 0) }
-        settle(loop)
+        let (reader, delivered, problems) = try readOneDatagram(loop, socket)
         #expect(problems.count == 1 && reader.counters.controlTruncated == 1, "\(problems)")
         #expect(delivered == [[UInt8](repeating: 7, count: 10)])
     }
