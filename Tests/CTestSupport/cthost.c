@@ -12,7 +12,7 @@ struct cthost {
     ev_timer timer;
     ev_io io;
     int timer_limit, timer_fired;
-    int read_limit, reads_done;
+    int read_limit, reads_done;  // in bytes
 };
 
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
@@ -21,11 +21,14 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
     if (++host->timer_fired >= host->timer_limit) ev_timer_stop(loop, w);
 }
 
+// Counts bytes, not read() calls: two one-byte writes to a stream socket can arrive as one read
+// (libev may run a timer that writes before the io callback that reads, in one loop iteration).
 static void on_read(struct ev_loop *loop, ev_io *w, int revents) {
     (void)revents;
     cthost *host = w->data;
     char buffer[256];
-    if (read(w->fd, buffer, sizeof buffer) > 0 && ++host->reads_done >= host->read_limit) ev_io_stop(loop, w);
+    ssize_t n = read(w->fd, buffer, sizeof buffer);
+    if (n > 0 && (host->reads_done += (int)n) >= host->read_limit) ev_io_stop(loop, w);
 }
 
 cthost *cthost_create(int timer_fires, double timer_interval, int read_fd, int reads) {

@@ -34,12 +34,30 @@ import Testing
         helper.keepsLoopAlive = false
         helper.start()
 
+        let guardTimer = failsafe(loop, seconds: 30)
         #expect(cthost_run(host) == 0, "ev_run returned on its own: nothing referenced is left")
+        guardTimer.stop()
         #expect(cthost_timer_fired(host) == 3)
         #expect(cthost_reads_done(host) == 2)
         #expect(swiftReads == 1)
         #expect(prepares > 0)
         #expect(helper.isActive, "the unreferenced helper is still active, yet did not keep ev_run alive")
+    }
+
+    /// What made the test above hang on a loaded machine: libev ran the Swift timer's second write before
+    /// the C io callback read the first, so both bytes came in one read and the host, counting reads,
+    /// waited forever. The host counts bytes now; here both arrive before the loop runs.
+    @Test func cHostCountsBytesNotReads() throws {
+        let pair = SocketPair()
+        let host = try #require(cthost_create(0, 0, pair.left, 2))
+        defer { cthost_destroy(host) }
+        let loop = EventLoop(borrowing: cthost_loop(host))
+        pair.write(1, to: pair.right)
+        pair.write(2, to: pair.right)
+        let guardTimer = failsafe(loop, seconds: 5)
+        #expect(cthost_run(host) == 0)
+        guardTimer.stop()
+        #expect(cthost_reads_done(host) == 2)
     }
 
     @Test func unreferencedSwiftTimerAloneLetsEvRunReturn() throws {
@@ -53,7 +71,9 @@ import Testing
             if fires == 3 { timer.keepsLoopAlive = false }
         }
         timer.start()
+        let guardTimer = failsafe(loop, seconds: 30)
         #expect(cthost_run(host) == 0)
+        guardTimer.stop()
         #expect(fires == 3)
         #expect(timer.isActive)
         timer.stop()

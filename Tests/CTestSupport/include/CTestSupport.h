@@ -10,12 +10,14 @@ struct ev_loop;
 typedef struct cthost cthost;
 
 /// Creates the host: ev_loop_new, a repeating C timer that stops itself after `timer_fires` fires, and a C
-/// io watcher reading `read_fd` that stops itself after `reads` successful reads.
+/// io watcher reading `read_fd` that stops itself once it has read `reads` bytes (counted in bytes:
+/// writes to a stream socket may be read together).
 cthost *cthost_create(int timer_fires, double timer_interval, int read_fd, int reads);
 struct ev_loop *cthost_loop(cthost *host);
 /// ev_run(loop, 0): returns when no referenced watcher is active.
 int cthost_run(cthost *host);
 int cthost_timer_fired(const cthost *host);
+/// Bytes the io watcher has read.
 int cthost_reads_done(const cthost *host);
 void cthost_destroy(cthost *host);
 
