@@ -79,15 +79,26 @@ final class Daemon {
             if finished.withLock({ $0.count }) == threads { watcher.loop.breakLoop() }
         }
         allFinished.start()
-        // Worker threads inherit this mask, so SIGINT/SIGTERM reach only the daemon's thread (see
-        // SignalWatcher: where libev reads them through a signalfd, a thread that left them unblocked
-        // would take them with the default action). The daemon's SignalWatchers unblock them here.
+        var workers: [Worker.Control] = []
+        // The handlers first: from here on SIGINT and SIGTERM are the daemon's whichever thread they
+        // reach (one a runtime or a sanitizer started before the mask below), never the default action
+        // that ends the process. One that arrives during start-up is handled once the loop runs.
+        var stopLevel = 0
+        let signalWatchers = try [SIGINT, SIGTERM].map { number in
+            try SignalWatcher(loop: control, signal: number) { watcher in
+                stopLevel = min(stopLevel + 1, 2)
+                let name = watcher.signal == SIGINT ? "SIGINT" : "SIGTERM"
+                workers.forEach { $0.stop(level: stopLevel, signal: name) }
+            }
+        }
+        signalWatchers.forEach { $0.start() }
+        // Worker threads inherit this mask, so SIGINT/SIGTERM reach the daemon's thread and not theirs
+        // (see SignalWatcher: where libev reads them through a signalfd, only blocked signals reach it).
         var blocked = sigset_t()
         sigemptyset(&blocked)
         sigaddset(&blocked, SIGINT)
         sigaddset(&blocked, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &blocked, nil)
-        var workers: [Worker.Control] = []
         var threadHandles: [pthread_t] = []
         var addresses = listen
         for index in 0..<threads {
@@ -122,15 +133,7 @@ final class Daemon {
                 if index == 0 { addresses = bound }
             }
         }
-        var stopLevel = 0
-        let signalWatchers = try [SIGINT, SIGTERM].map { number in
-            try SignalWatcher(loop: control, signal: number) { watcher in
-                stopLevel = min(stopLevel + 1, 2)
-                let name = watcher.signal == SIGINT ? "SIGINT" : "SIGTERM"
-                workers.forEach { $0.stop(level: stopLevel, signal: name) }
-            }
-        }
-        signalWatchers.forEach { $0.start() }
+        pthread_sigmask(SIG_UNBLOCK, &blocked, nil)
         control.run()
         signalWatchers.forEach { $0.stop() }
         for handle in threadHandles { pthread_join(handle, nil) }
