@@ -175,11 +175,6 @@ final class ReceiveSlots {
         SocketAddress(UnsafeRawPointer(addresses + slot), length: messages[slot].msg_hdr.msg_namelen)
     }
 
-    /// Where `slot`'s sender address lies, and its length, for ``ReceivedDatagram`` to decode on demand.
-    func senderAddress(_ slot: Int) -> (UnsafeRawPointer, socklen_t) {
-        (UnsafeRawPointer(addresses + slot), messages[slot].msg_hdr.msg_namelen)
-    }
-
     /// The kernel's flags for `slot` (MSG_TRUNC, MSG_CTRUNC).
     func flags(_ slot: Int) -> Int32 { messages[slot].msg_hdr.msg_flags }
 
@@ -219,8 +214,6 @@ final class ReceiveSlots {
         pieceCount &+= added
         return (offset, added)
     }
-
-    func piece(_ index: Int) -> Piece { pieces[index] }
 
     func payload(of piece: Piece) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: payload + Int(piece.slot) * slotSize + Int(piece.offset), count: Int(piece.length))
