@@ -67,10 +67,10 @@ import TestSupport
         #expect { _ = try self.reader(on: adopted, loop: loop) } throws: { "\($0)".contains("EBADF") }
     }
 
-    @Test func mixedSizesAndSendersArriveExactly() throws {
+    @Test(.needsLargeReceiveBuffers) func mixedSizesAndSendersArriveExactly() throws {
         let loop = try EventLoop()
         let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
-        try server.setReceiveBufferSize(8 << 20, force: true)
+        try server.setTestReceiveBuffer(8 << 20)
         let (reader, inbox) = try reader(on: server, loop: loop) { $0.batchSize = 16 }
         reader.start()
         let senders = try (0..<3).map { _ in try UDPSocket(bindingTo: .loopbackIPv4(port: 0)) }
@@ -203,7 +203,7 @@ import TestSupport
     @Test func groMergedReceivesAreSplitBackIntoTheSameDatagrams() throws {
         let loop = try EventLoop()
         let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
-        try socket.setReceiveBufferSize(16 << 20, force: true)
+        try socket.setTestReceiveBuffer(16 << 20)
         let (reader, inbox) = try reader(on: socket, loop: loop) { $0.gro = true }
         reader.start()
         var configuration = BatchedUDPWatcher.Configuration()
@@ -244,10 +244,10 @@ import TestSupport
     }
 
     /// Reader and watcher on one socket (separate read and write watchers): an echo.
-    @Test func readerAndWatcherShareASocket() throws {
+    @Test(.needsLargeReceiveBuffers) func readerAndWatcherShareASocket() throws {
         let loop = try EventLoop()
         let server = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
-        try server.setReceiveBufferSize(8 << 20, force: true)
+        try server.setTestReceiveBuffer(8 << 20)
         var roomy = BatchedUDPWatcher.Configuration()
         roomy.capacity = 4096
         let echo = try BatchedUDPWatcher(loop: loop, socket: server, configuration: roomy)

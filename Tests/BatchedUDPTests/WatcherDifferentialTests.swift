@@ -59,7 +59,7 @@ import TestSupport
         }
     }
 
-    @Test func randomTrafficArrivesExactlyAsCounted() throws {
+    @Test(.needsLargeReceiveBuffers) func randomTrafficArrivesExactlyAsCounted() throws {
         let environment = ProcessInfo.processInfo.environment["BATCHED_UDP_DIFF_SEED"]
         let seed = environment == "random" ? UInt64.random(in: 0...UInt64.max) : environment.flatMap { UInt64($0) } ?? 0xD1FF_2026_1122
         var rng = SplitMix64(seed: seed)

@@ -18,7 +18,7 @@ import TestSupport
         #expect(bytes.withUnsafeBytes { Glibc.send(client.socket.fileDescriptor, $0.baseAddress, $0.count, 0) } == bytes.count)
     }
 
-    @Test func repliesReachTheRightClientAmongMany() throws {
+    @Test(.needsLargeReceiveBuffers) func repliesReachTheRightClientAmongMany() throws {
         let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
         let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.addresses[0].description])
         let clients = try (0..<20).map { _ in try client(of: relay) }

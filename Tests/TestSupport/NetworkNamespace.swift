@@ -5,8 +5,9 @@ import Glibc
 
 /// A private network namespace whose `lo` the test may shape (MTU, qdisc) without touching the machine's.
 ///
-/// Needs root and iproute2, as CI has (`make test` installs iproute2). Without them, the test fails with
-/// the reason: a skipped backpressure test would hide exactly what it exists to show.
+/// Needs root and iproute2, as CI has (`make test` installs iproute2). Tests that use it live in
+/// `…RootTests` suites marked `.needsRoot`: skipped with a printed reason without root, run (and failing
+/// with the reason) when `CI=true`, so a skipped backpressure test can never pass CI.
 public final class NetworkNamespace {
     public let name: String
 

@@ -10,7 +10,7 @@ public final class Receiver {
 
     public init(_ bind: SocketAddress = .loopbackIPv4(port: 0), receiveBuffer: Int = 32 << 20) throws {
         socket = try UDPSocket(bindingTo: bind)
-        try socket.setReceiveBufferSize(receiveBuffer, force: true)
+        try socket.setTestReceiveBuffer(receiveBuffer)
         address = try socket.localAddress
     }
 

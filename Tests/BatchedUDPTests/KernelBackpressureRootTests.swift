@@ -9,8 +9,9 @@ import Testing
 
 /// Cases the kernel produces for real. Loopback itself never pushes back (it releases a datagram's send
 /// buffer charge as soon as it is queued to the receiver), so these run in a private network namespace
-/// whose `lo` has a rate-limiting qdisc or a small MTU. Root is required, as in CI.
-@Suite(.serialized) struct WatcherKernelBackpressureTests {
+/// whose `lo` has a rate-limiting qdisc or a small MTU. Root only (see `Privileges`).
+@Suite("Needs root: short counts, EAGAIN and MTU in a namespace", .serialized, .needsRoot)
+struct KernelBackpressureRootTests {
     /// 100,000 datagrams through a small SO_SNDBUF into a 20 Mbit/s qdisc with a short queue: the kernel answers with short
     /// counts and EAGAIN, and every datagram still arrives exactly once, in order.
     @Test func realShortCountsAndEAGAINLoseNothing() throws {

@@ -7,9 +7,10 @@ import Libev
 import Testing
 
 /// The kernel pushing back for real: two network namespaces joined by a veth pair, a rate-limiting tbf
-/// qdisc on the sender's end, and a watcher blasting through it. Root is required, as in CI; without it
+/// qdisc on the sender's end, and a watcher blasting through it. Root only (see `Privileges`); with CI=true and no root
 /// the namespace setup fails and says so.
-@Suite(.serialized) struct WatcherQdiscBackpressureTests {
+@Suite("Needs root: a tbf qdisc on a veth pair", .serialized, .needsRoot)
+struct QdiscBackpressureRootTests {
     struct Case: CustomTestStringConvertible, Sendable {
         var receivesErrors: Bool
         var sendBuffer: Int
