@@ -5,6 +5,11 @@
 #ifndef CLIBEV_H
 #define CLIBEV_H
 
+// The package is Linux-only. Stop here, with one message, rather than with a cascade of missing symbols.
+#if !defined(__linux__)
+#error "swift-libev-udp supports Linux only: BatchedUDP sends with sendmmsg(2) and UDP GSO and receives with recvmmsg(2) and GRO, which only Linux has"
+#else
+
 // With EV_COMPAT3=1 (ev.h's default) `ev_loop` is also a function (the 3.x name of ev_run) and shadows
 // the struct name. Turning it off is layout-neutral: it only drops the 3.x compatibility names.
 #define EV_COMPAT3 0
@@ -67,4 +72,5 @@ static inline void cev_set_data(void *w, void *data) { ((ev_watcher *)w)->data =
 static inline int cev_header_version_major(void) { return EV_VERSION_MAJOR; }
 static inline int cev_header_version_minor(void) { return EV_VERSION_MINOR; }
 
+#endif // __linux__
 #endif
