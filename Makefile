@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN = .build/release
 
-.PHONY: deps build test test-sanitizers fuzz-build test-fuzz fuzz mutants demo soak bench clean
+.PHONY: deps build test test-sanitizers fuzz-build test-fuzz fuzz mutants demo soak bench docs test-consumer clean
 
 # libev-dev for the libraries; iproute2 (ip, tc) for the tests that build private network namespaces; gdb
 # for Scripts/deadline.sh's stacks of a hung test.
@@ -26,11 +26,29 @@ build: deps
 TEST_DEADLINE ?= 1200
 DEADLINE = ./Scripts/deadline.sh $(TEST_DEADLINE)
 
+# Tests that build network namespaces need root: as an ordinary user they are skipped with the reason
+# printed, unless CI=true, where they must run (Tests/TestSupport/Privileges.swift).
 test: deps
 	$(SWIFT) build --build-tests
 	$(DEADLINE) $(SWIFT) test
 	$(MAKE) test-sanitizers
 	$(MAKE) test-fuzz
+	$(MAKE) docs
+	$(MAKE) test-consumer
+
+# The DocC catalogs (Sources/*/*.docc) with swift-docc-plugin, into .build/docs/<Module>.doccarchive. A
+# warning (an unresolved symbol link, a malformed article) fails the build.
+DOCS_DIR = .build/docs
+docs: deps
+	@rm -rf $(DOCS_DIR) && mkdir -p $(DOCS_DIR)
+	$(SWIFT) package --allow-writing-to-directory $(DOCS_DIR) generate-documentation \
+		--target Libev --target BatchedUDP --output-path $(DOCS_DIR) --warnings-as-errors
+	@ls -d $(DOCS_DIR)/*
+
+# A package that depends on this one by path, as a user's would (Tests/Consumer): it must build with only
+# libev-dev installed and run an echo round trip through the public API.
+test-consumer: deps
+	$(SWIFT) run --package-path Tests/Consumer consumer
 
 # The same suite under AddressSanitizer (leak checking on, minus the toolchain's own leaks listed in
 # Tests/Sanitizers/lsan.supp) and ThreadSanitizer, each in its own build folder. The ASan pass links
@@ -101,4 +119,4 @@ bench: deps
 	python3 Scripts/bench.py .build/ordo-one.md .build/instructions.txt
 
 clean:
-	rm -rf .build .build-asan .build-tsan Benchmarks/.build Fuzz/.build
+	rm -rf .build .build-asan .build-tsan Benchmarks/.build Fuzz/.build Tests/Consumer/.build

@@ -18,6 +18,8 @@ let package = Package(
         // The examples only; the two libraries depend on libev and the toolchain alone.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // `make docs` only: builds the DocC catalogs (Sources/*/*.docc). A plugin, never linked.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibev", providers: [.apt(["libev-dev"])]),

@@ -61,7 +61,9 @@ public final class BatchedUDPReader {
 
     /// Per-datagram metadata a reader can ask the kernel for (``Configuration/metadata``).
     public struct Metadata: OptionSet, Sendable, Hashable {
+        /// One bit per kind of metadata.
         public let rawValue: Int
+        /// The kinds whose bits are `rawValue`.
         public init(rawValue: Int) { self.rawValue = rawValue }
 
         /// The local address each datagram was sent to and the interface it came in on (IP_PKTINFO,

@@ -66,8 +66,12 @@ extension BatchedUDPWatcher {
 
         /// Queue occupancy, in datagrams and payload bytes.
         public struct WaterMark: Sendable, Equatable {
+            /// Datagrams queued.
             public var messages: Int
+            /// Payload bytes queued.
             public var bytes: Int
+            /// A mark at `messages` datagrams or `bytes` payload bytes, whichever is reached first (going
+            /// up; going down, both must be at or below it).
             public init(messages: Int, bytes: Int) {
                 self.messages = messages
                 self.bytes = bytes

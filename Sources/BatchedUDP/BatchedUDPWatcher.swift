@@ -31,8 +31,11 @@ public import Libev
 public final class BatchedUDPWatcher {
     /// Open, closing (`close(flushingWithin:)` is flushing), or closed.
     public enum State: Sendable, Equatable {
+        /// Accepting datagrams and sending them.
         case open
+        /// `close(flushingWithin:)` is sending what is queued; enqueues throw `closed`.
         case closing
+        /// Closed: everything queued was sent or reported; enqueues throw `closed`.
         case closed
     }
 
@@ -286,6 +289,7 @@ public final class BatchedUDPWatcher {
     /// Queues a copy of `bytes` as one datagram.
     ///
     /// - Parameters:
+    ///   - bytes: the payload, copied into a slot before the call returns.
     ///   - destination: where it goes; nil for the connected peer. An IPv4 destination on a dual-stack
     ///     IPv6 socket is sent as an IPv4-mapped address.
     ///   - metadata: the source address to send from, the interface, the ECN codepoint; nil for none.
@@ -395,10 +399,12 @@ public final class BatchedUDPWatcher {
     /// For producers with many datagrams at once (a load generator, a QUIC flight): the checks, counters
     /// and water marks are done once per call rather than once per datagram.
     /// - Parameters:
+    ///   - count: how many datagrams to queue.
     ///   - partially: false (the default): all `count` datagrams or none; `queueFull` is thrown before
     ///     `body` runs when fewer slots are free, or after it when the byte budget
     ///     (``Configuration/byteCapacity``) is exceeded. True: as many as fit; `body` is called for one
     ///     datagram more than is queued when the byte budget is what stops it.
+    ///   - body: writes datagram `index` into `slot` and returns its length.
     /// - Returns: the sequence numbers of the datagrams queued, in order; with `partially`, possibly fewer
     ///   than `count`, or none when the ring is full.
     /// - Throws: ``BatchedUDPError`` as ``enqueue(writingWith:)``, or whatever `body` throws; then
@@ -508,10 +514,14 @@ public final class BatchedUDPWatcher {
     /// For producers with many datagrams at once (a load generator, a QUIC flight): the checks, counters
     /// and water marks are done once per call rather than once per datagram.
     /// - Parameters:
+    ///   - count: how many datagrams to queue.
+    ///   - destination: where they all go; nil for the connected peer.
+    ///   - metadata: the source address, interface and ECN codepoint they all carry; nil for none.
     ///   - partially: false (the default): all `count` datagrams or none; `queueFull` is thrown before
     ///     `body` runs when fewer slots are free, or after it when the byte budget
     ///     (``Configuration/byteCapacity``) is exceeded. True: as many as fit; `body` is called for one
     ///     datagram more than is queued when the byte budget is what stops it.
+    ///   - body: writes datagram `index` into `slot` and returns its length.
     /// - Returns: the sequence numbers of the datagrams queued, in order; with `partially`, possibly fewer
     ///   than `count`, or none when the ring is full.
     /// - Throws: ``BatchedUDPError`` as ``enqueue(to:metadata:writingWith:)``, or whatever `body` throws;

@@ -9,7 +9,9 @@ public struct ReceivedBatch: RandomAccessCollection {
     @usableFromInline let slots: ReceiveSlots
     public let count: Int
 
+    /// 0.
     public var startIndex: Int { 0 }
+    /// ``count``.
     public var endIndex: Int { count }
 
     /// The datagram at `position` (0..<count). Cost: a few loads; nothing is decoded until it is read
@@ -123,6 +125,7 @@ public struct ReceiveCounters: Sendable, Equatable, CustomStringConvertible {
     /// Receives whose control messages were truncated (``ReceiveProblem/controlTruncated(sender:size:dropped:)``).
     public internal(set) var controlTruncated = 0
 
+    /// All zero.
     public init() {}
 
     public var description: String {

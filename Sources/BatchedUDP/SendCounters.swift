@@ -58,6 +58,7 @@ public struct SendCounters: Sendable, Equatable, CustomStringConvertible {
     /// reports them (``ReceiveCounters/deliveryErrors``), and this stays 0.
     public internal(set) var deliveryErrors = 0
 
+    /// All zero.
     public init() {}
 
     public var description: String {

@@ -7,7 +7,9 @@ public import Glibc
 public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// The address family.
     public enum Family: Sendable, Hashable, CustomStringConvertible {
+        /// IPv4 (`AF_INET`).
         case ipv4
+        /// IPv6 (`AF_INET6`), which also carries IPv4-mapped addresses on a dual-stack socket.
         case ipv6
 
         /// `AF_INET` or `AF_INET6`.

@@ -45,7 +45,9 @@ public final class UDPSocket {
     /// Wraps a descriptor made elsewhere (C code, another library) after checking that it is an open
     /// IPv4 or IPv6 datagram socket.
     ///
-    /// - Parameter closesOnDeinit: whether this object closes the descriptor when it goes away.
+    /// - Parameters:
+    ///   - fd: the descriptor; its flags are left as they are (the watcher and reader set it nonblocking).
+    ///   - closesOnDeinit: whether this object closes the descriptor when it goes away.
     /// - Throws: ``SocketError`` for a closed descriptor (EBADF), a pipe or file (ENOTSOCK), a stream
     ///   (TCP) socket, or a family other than IPv4/IPv6.
     public init(adopting fd: Int32, closesOnDeinit: Bool = false) throws(SocketError) {

@@ -3,14 +3,20 @@ internal import CLibev
 extension EventLoop {
     /// Libev's polling backends (`EVBACKEND_*`); an owned loop may name several and libev picks one.
     public struct Backend: OptionSet, Sendable, Hashable, CustomStringConvertible {
+        /// The `EVBACKEND_*` bits.
         public let rawValue: UInt32
+        /// The backends whose `EVBACKEND_*` bits are `rawValue`.
         public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+        /// `select(2)`: portable, slow with many descriptors.
         public static let select = Backend(rawValue: UInt32(EVBACKEND_SELECT))
+        /// `poll(2)`: portable, O(n) per iteration.
         public static let poll = Backend(rawValue: UInt32(EVBACKEND_POLL))
         /// The default: level-triggered epoll, recommended and embeddable on Linux.
         public static let epoll = Backend(rawValue: UInt32(EVBACKEND_EPOLL))
+        /// Linux AIO polling (libev 4.27+); experimental in libev.
         public static let linuxAIO = Backend(rawValue: UInt32(EVBACKEND_LINUXAIO))
+        /// io_uring polling (libev 4.31+); experimental in libev.
         public static let ioUring = Backend(rawValue: UInt32(EVBACKEND_IOURING))
 
         public var description: String {
@@ -23,7 +29,9 @@ extension EventLoop {
 
     /// Loop creation flags (`EVFLAG_*`).
     public struct Flags: OptionSet, Sendable, Hashable, CustomStringConvertible {
+        /// The `EVFLAG_*` bits.
         public let rawValue: UInt32
+        /// The flags whose `EVFLAG_*` bits are `rawValue`.
         public init(rawValue: UInt32) { self.rawValue = rawValue }
 
         /// Ignore the `LIBEV_FLAGS` environment variable.

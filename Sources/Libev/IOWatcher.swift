@@ -3,10 +3,14 @@ internal import Glibc
 
 /// Readiness a file descriptor is watched for, or was reported with (`EV_READ`, `EV_WRITE`, `EV_ERROR`).
 public struct IOEvents: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    /// The libev bits (`EV_READ | EV_WRITE | EV_ERROR`).
     public let rawValue: Int32
+    /// The events whose libev bits are `rawValue`.
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
+    /// The descriptor is readable (`EV_READ`).
     public static let read = IOEvents(rawValue: Int32(EV_READ))
+    /// The descriptor is writable (`EV_WRITE`).
     public static let write = IOEvents(rawValue: Int32(EV_WRITE))
     /// Only ever reported: libev found the descriptor invalid and stopped the watcher.
     public static let error = IOEvents(rawValue: Int32(bitPattern: UInt32(truncatingIfNeeded: EV_ERROR)))

@@ -19,8 +19,10 @@ public final class TimerWatcher: Watcher {
 
     /// Creates a stopped timer.
     /// - Parameters:
+    ///   - loop: the loop that runs it.
     ///   - after: seconds from `start()` (measured from the loop's cached ``EventLoop/now``) to the first call.
     ///   - repeat: seconds between later calls; 0 for a one-shot timer.
+    ///   - callback: called on the loop thread each time the timer fires.
     /// - Precondition: both values are finite and not negative.
     public init(loop: EventLoop, after: Double, repeat: Double = 0, callback: @escaping Callback) {
         TimerWatcher.check(after: after, repeat: `repeat`)
