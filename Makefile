@@ -38,11 +38,15 @@ test: deps
 
 # The DocC catalogs (Sources/*/*.docc) with swift-docc-plugin, into .build/docs/<Module>.doccarchive. A
 # warning (an unresolved symbol link, a malformed article) fails the build.
+# docc copies its HTML template (the toolchain's share/docc/render) with Foundation's copyItem, which also
+# copies the owner: as an ordinary user that fails (EPERM on fchown to root) and every page errors with
+# "The file doesn't exist". It gets a copy of the template the user owns (DOCC_HTML_DIR).
 DOCS_DIR = .build/docs
+DOCC_RENDER = $(dir $(realpath $(shell command -v $(SWIFT))))../share/docc/render
 docs: deps
-	@rm -rf $(DOCS_DIR) && mkdir -p $(DOCS_DIR)
-	$(SWIFT) package --allow-writing-to-directory $(DOCS_DIR) generate-documentation \
-		--target Libev --target BatchedUDP --output-path $(DOCS_DIR) --warnings-as-errors
+	@rm -rf $(DOCS_DIR) .build/docc-render && mkdir -p $(DOCS_DIR) && cp -r $(DOCC_RENDER) .build/docc-render
+	DOCC_HTML_DIR=$(CURDIR)/.build/docc-render $(SWIFT) package --allow-writing-to-directory $(DOCS_DIR) \
+		generate-documentation --target Libev --target BatchedUDP --output-path $(DOCS_DIR) --warnings-as-errors
 	@ls -d $(DOCS_DIR)/*
 
 # A package that depends on this one by path, as a user's would (Tests/Consumer): it must build with only
