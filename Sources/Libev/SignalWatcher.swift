@@ -8,9 +8,11 @@ internal import Glibc
 /// `SignalWatcher` for that signal on that loop. Libraries should not install signal watchers on a loop
 /// they borrow; applications own their signals. Loop thread only; not `Sendable`.
 ///
-/// Creating the watcher unblocks its signal in the calling thread (`pthread_sigmask`). A blocked signal
-/// never arrives: libev installs its handler but leaves the mask alone, and a process started by a
-/// runtime whose threads block signals (or by a supervisor) inherits them blocked.
+/// Starting the watcher unblocks its signal in the calling thread (`pthread_sigmask`), once libev's
+/// handler is installed: a blocked signal never arrives (libev leaves the mask alone, and a process
+/// started by a runtime whose threads block signals, or by a supervisor, inherits them blocked), and a
+/// signal already pending is then delivered to the handler, not to the default action. So a program can
+/// block its stop signals first thing and start its watchers later: a stop request in between waits.
 ///
 /// Threads: libev may read signals through a signalfd, which only sees a signal while no thread has it
 /// unblocked; a thread that leaves it unblocked takes it with the default action (for SIGTERM, the end of
@@ -32,10 +34,6 @@ public final class SignalWatcher: Watcher {
         try SignalWatcher.bindings.reserve(signal: signal, loop: loop.raw)
         self.signal = signal
         self.callback = callback
-        var unblock = sigset_t()
-        sigemptyset(&unblock)
-        sigaddset(&unblock, signal)
-        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         let memory = _WatcherMemory(ev_signal())
         cev_signal_init(memory.typed(ev_signal.self), watcherTrampoline, signal)
         super.init(loop: loop, memory: memory,
@@ -46,6 +44,14 @@ public final class SignalWatcher: Watcher {
     deinit {
         stop()
         SignalWatcher.bindings.release(signal: signal, loop: loop.raw)
+    }
+
+    /// Unblocks the signal now that libev's handler is in place (see the type's documentation).
+    override func didStart() {
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, signal)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
     override func fire(_ revents: Int32) {

@@ -67,6 +67,7 @@ public class Watcher {
         willStart()
         startFunction(loop.raw, memory.pointer)
         if !keepsLoopAlive { dropRef() }
+        didStart()
     }
 
     /// Stops the watcher and clears a pending event (`ev_TYPE_stop`); safe to call at any time on the
@@ -101,6 +102,9 @@ public class Watcher {
     }
 
     /// Runs the subclass's Swift callback.
+    /// Called by `start()` after libev started the watcher (subclasses: what needs it running).
+    func didStart() {}
+
     func fire(_ revents: Int32) {}
 
     /// Lets a subclass reset its libev struct just before `ev_TYPE_start`.

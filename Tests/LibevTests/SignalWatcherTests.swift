@@ -12,13 +12,39 @@ import Testing
         }
         watcher.start()
         // raise() targets the calling thread, and the test runner's threads block signals: this only
-        // arrives because creating the watcher unblocked SIGUSR1 in this thread.
+        // arrives because starting the watcher unblocked SIGUSR1 in this thread.
         let raiser = TimerWatcher(loop: loop, after: 0.001) { _ in raise(SIGUSR1) }
         raiser.start()
         let guardTimer = failsafe(loop)
         loop.run()
         #expect(received == [SIGUSR1])
         _ = guardTimer
+    }
+
+    /// A signal already pending when the watcher is made (blocked, then raised: a stop request that came
+    /// while a daemon was starting) reaches the callback once the watcher starts, not the default action.
+    /// SignalWatcher used to unblock it on creation, before libev's handler was installed, and the
+    /// process ended (SIGUSR2's default); so this runs in a child process.
+    @Test func aPendingSignalReachesTheCallbackNotTheDefaultAction() async {
+        await #expect(processExitsWith: .exitCode(0)) {
+            var mask = sigset_t()
+            sigemptyset(&mask)
+            sigaddset(&mask, SIGUSR2)
+            pthread_sigmask(SIG_BLOCK, &mask, nil)
+            raise(SIGUSR2)
+            let loop = try EventLoop()
+            var received = false
+            let watcher = try SignalWatcher(loop: loop, signal: SIGUSR2) { watcher in
+                received = true
+                watcher.stop()
+            }
+            let giveUp = TimerWatcher(loop: loop, after: 5) { _ in exit(2) }
+            giveUp.keepsLoopAlive = false
+            giveUp.start()
+            watcher.start()
+            loop.run()
+            exit(received ? 0 : 1)
+        }
     }
 
     @Test func oneSignalCannotBeBoundToTwoLoops() throws {
