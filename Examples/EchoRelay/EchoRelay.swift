@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatchedUDP
+import Glibc
 
 /// `echo-relay`: a callback-based UDP daemon built only from the public API of BatchedUDP and Libev.
 @main
@@ -8,12 +9,25 @@ struct EchoRelay: ParsableCommand {
         commandName: "echo-relay",
         abstract: "A UDP echo server and a bidirectional UDP relay on libev, sending with sendmmsg.",
         discussion: """
-            SIGINT or SIGTERM stops reading, sends what is queued for up to --drain-timeout seconds, prints
-            the final totals and exits 0 (a second signal drops what is left at once). SIGPIPE is ignored.
-            Exit codes: 0 clean stop; 1 runtime failure (for example the address is in use); 64 bad
+            SIGINT or SIGTERM stops reading, sends what is queued for up to --drain-timeout seconds, prints \
+            the final totals and exits 0; a second stop request (either signal, even at once) drops what is \
+            left and exits. SIGPIPE is ignored. \
+            Exit codes: 0 clean stop; 1 runtime failure (for example the address is in use); 64 bad \
             arguments.
             """,
         subcommands: [Echo.self, Relay.self])
+
+    /// Blocks SIGINT and SIGTERM before anything else runs: a stop request during start-up then waits,
+    /// pending, until the daemon's signal watchers take it (creating them unblocks the signals), instead of
+    /// ending the process with the default action. The daemon honours it once its workers run.
+    static func main() {
+        var stops = sigset_t()
+        sigemptyset(&stops)
+        sigaddset(&stops, SIGINT)
+        sigaddset(&stops, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &stops, nil)
+        main(nil)
+    }
 }
 
 /// Options both modes share.

@@ -8,11 +8,11 @@ struct Relay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Relay datagrams between clients and one upstream, with a session socket per client.",
         discussion: """
-            Each client address gets a session: a socket connected to the upstream, so the kernel accepts
-            replies only from the upstream. Replies go back to the client from the listening socket it
-            used. Past --max-sessions, datagrams from new clients are dropped and counted (refused);
-            memory is bounded by the sessions allowed. Each session holds about
-            (--session-ring + --session-read-batch) x --max-datagram bytes of buffers. With --threads N,
+            Each client address gets a session: a socket connected to the upstream, so the kernel accepts \
+            replies only from the upstream. Replies go back to the client from the listening socket it \
+            used. Past --max-sessions, datagrams from new clients are dropped and counted (refused); \
+            memory is bounded by the sessions allowed. Each session holds about \
+            (--session-ring + --session-read-batch) x --max-datagram bytes of buffers. With --threads N, \
             each thread keeps its own sessions, up to its share of --max-sessions (rounded up).
             """)
 

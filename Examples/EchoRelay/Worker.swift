@@ -14,7 +14,8 @@ final class Worker {
     private var service: Service?
     private var stopWatcher: AsyncWatcher!
     private var statsTimer: TimerWatcher?
-    private var stopping = false
+    /// The stop level acted on so far (0 running, 1 draining, 2 dropping).
+    private var stopLevelHandled = 0
 
     /// The daemon's side of a worker: a stop request (1: drain, 2: drop what is queued) and its wake-up.
     final class Control: Sendable {
@@ -24,10 +25,16 @@ final class Worker {
 
         init(wake: AsyncWatcher.Sender) { self.wake = wake }
 
-        /// Asks the worker to stop at `level` because of `signal` (from any thread).
+        /// Asks the worker to stop at `level` because of `signal` (from any thread). Levels only go up: a
+        /// request below the current level changes nothing.
         func stop(level: Int, signal: String) {
             signalName.withLock { $0 = signal }
-            stopLevel.store(level, ordering: .releasing)
+            var current = stopLevel.load(ordering: .relaxed)
+            while current < level {
+                let (exchanged, original) = stopLevel.compareExchange(expected: current, desired: level, ordering: .acquiringAndReleasing)
+                if exchanged { break }
+                current = original
+            }
             wake.send()
         }
     }
@@ -99,21 +106,25 @@ final class Worker {
         return service.stats
     }
 
+    /// Acts on a stop level above the one handled so far. Any stop stops reading (the readers would keep
+    /// the loop running); level 1 then sends what is queued for up to `--drain-timeout`, level 2 drops it.
+    /// Both levels may arrive at once (SIGTERM and SIGINT together): reading stops all the same.
     private func stopRequested() {
         guard let service else { return }
+        let level = control.stopLevel.load(ordering: .acquiring)
+        guard level > stopLevelHandled else { return }
         let name = control.signalName.withLock { $0 }
-        switch control.stopLevel.load(ordering: .acquiring) {
-        case 1 where !stopping:
-            stopping = true
-            logger.notice("\(name): stopped reading; sending \(service.stats.queued) queued datagrams for up to \(options.drainTimeout) s")
+        if stopLevelHandled == 0 {
             statsTimer?.stop()
             service.stopReading()
-            for sender in service.senders { sender.close(flushingWithin: options.drainTimeout) }
-        case 2:
-            logger.warning("\(name) again: dropping what is still queued")
-            service.senders.forEach { $0.close() }
-        default:
-            break
         }
+        if level == 1 {
+            logger.notice("\(name): stopped reading; sending \(service.stats.queued) queued datagrams for up to \(options.drainTimeout) s")
+            for sender in service.senders { sender.close(flushingWithin: options.drainTimeout) }
+        } else {
+            logger.warning("\(name)\(stopLevelHandled == 0 ? " (a second stop request)" : " again"): stopped reading; dropping \(service.stats.queued) queued datagrams")
+            service.senders.forEach { $0.close() }
+        }
+        stopLevelHandled = level
     }
 }

@@ -92,6 +92,63 @@ final class RunningRelay {
         return process.terminationStatus
     }
 
+    /// Sends `signals` one right after the other and waits up to `seconds` for the process to end.
+    /// Returns its exit status (128 + the signal's number if a signal ended it), or nil if it was still
+    /// running at the deadline (it is then killed).
+    func stop(_ signals: [Int32], within seconds: Double) -> Int32? {
+        for signal in signals { kill(process.processIdentifier, signal) }
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        guard !process.isRunning else {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        return process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
+    }
+
+    /// Starts `echo-relay ARGUMENTS` with `signal` blocked (as a parent that blocks it would leave it) and
+    /// sends it `signal` at once, so the request is pending before the daemon runs a single instruction of
+    /// its own. Waits up to 10 s; returns the exit status (128 + signal if one ended it; nil if it was still
+    /// running, then killed) and the log.
+    static func runWithSignalPending(_ signal: Int32, _ arguments: [String]) throws -> (status: Int32?, log: String) {
+        let binary = productsDirectory.appendingPathComponent("echo-relay").path
+        let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("echo-relay-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log").path
+        defer { unlink(logPath) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        sigaddset(&mask, signal)
+        posix_spawnattr_setsigmask(&attributes, &mask)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([binary] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, binary, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw RelayError("posix_spawn \(binary) failed: \(Errno(rawValue: rc))") }
+        kill(pid, signal)
+        var status: Int32 = 0
+        let deadline = Date().addingTimeInterval(10)
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            guard Date() < deadline else {
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                return (nil, (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")
+            }
+            usleep(10_000)
+        }
+        let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        // WIFEXITED / WEXITSTATUS / WTERMSIG, which Swift does not import.
+        return (status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f), log)
+    }
+
     /// Runs `executable` to completion; returns its exit status and stdout.
     static func runOutput(_ arguments: [String], executable: String) throws -> (status: Int32, output: String) {
         let process = Process()
