@@ -10,7 +10,7 @@ struct Send: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send datagrams through one BatchedUDPWatcher (sendmmsg) on a connected socket.",
         discussion: """
-            Payload: sequence number (8 bytes, little endian), then with --expect-replies the send time in
+            Payload: sequence number (8 bytes, little endian), then with --expect-replies the send time in \
             nanoseconds (8 bytes), then filler up to --size.
             """)
 
@@ -67,7 +67,7 @@ struct Send: ParsableCommand {
     @Flag(help: "Read the replies (an echo server's) and report received, lost, reordered and round-trip times. A round trip runs from the time stamped into the datagram as it is enqueued to the kernel's receive time of its reply (SO_TIMESTAMPNS), so it includes the wait in the send ring, the echo server's own delay and both kernels' paths, not this process's reading delay.")
     var expectReplies = false
 
-    @Option(help: "With --expect-replies: at most this many datagrams awaiting their reply (a closed loop that measures round trips per second without overrunning the echo server).")
+    @Option(help: "With --expect-replies: at most this many datagrams awaiting their reply (a closed loop that measures round trips per second without overrunning the echo server). A datagram whose reply has not come within --timeout seconds is written off (counted lost unless the reply comes later) and frees its place, so lost replies never stall the run.")
     var window: Int?
 
     @Option(help: "With --expect-replies: seconds to wait for the last replies after the last send.")
@@ -132,6 +132,16 @@ final class Blaster {
     private var lastReplyAt: UInt64 = 0
     private var pacer: TimerWatcher?
     private var replyDeadline: TimerWatcher?
+    // --window: lost replies must not hold the window shut (and with it --count and --duration).
+    /// Datagrams written off: no reply within --timeout. A late reply moves one back to `unique`.
+    private var writtenOff = 0
+    private var writtenOffBits: [UInt64] = []
+    /// Every sequence number below it is answered or written off.
+    private var unresolved = 0
+    /// When each refill queued its datagrams: (first sequence number, monotonic time), oldest first.
+    private var sendTimes: [(first: Int, at: UInt64)] = []
+    private var sendTimesHead = 0
+    private var windowWatchdog: TimerWatcher?
     // Replies.
     private var seen: [UInt64] = []
     private var replies = 0, unique = 0, reordered = 0, duplicates = 0, foreign = 0
@@ -187,8 +197,16 @@ final class Blaster {
             timer.start()
             pacer = timer
         }
+        if options.window != nil {
+            let period = min(max(options.timeout / 4, 0.001), 0.25)
+            let watchdog = TimerWatcher(loop: loop, after: period, repeat: period) { [unowned self] _ in self.writeOffLateReplies() }
+            watchdog.keepsLoopAlive = false
+            watchdog.start()
+            windowWatchdog = watchdog
+        }
         refill()
         loop.run()
+        windowWatchdog?.stop()
         return report()
     }
 
@@ -198,7 +216,7 @@ final class Blaster {
         let now = Blaster.nanoseconds()
         let timeUp = options.duration.map { Double(now - start) / 1e9 >= $0 } ?? false
         let size = options.size, stamp = options.expectReplies
-        let window = options.window.map { unique + $0 } ?? Int.max
+        let window = options.window.map { unique + writtenOff + $0 } ?? Int.max
         // One batch call queues what the ring, the pace and the window allow.
         let wanted = min(limit, paced, window) - next
         if wanted > 0 && !timeUp && watcher.isWritable {
@@ -214,9 +232,32 @@ final class Blaster {
             } else {
                 queued = try? watcher.enqueue(count: wanted, partially: true, writingWith: write)
             }
+            if let queued, !queued.isEmpty, options.window != nil { sendTimes.append((queued.lowerBound, now)) }
             next += queued?.count ?? 0
         }
         if next == limit || timeUp { finishSending() }
+    }
+
+    /// --window: writes off the datagrams whose reply is more than --timeout late, oldest first, so their
+    /// places in the window go to new datagrams; then refills (which also ends the run once --duration is up).
+    private func writeOffLateReplies() {
+        guard sendingEnded == 0 else { return }
+        let now = Blaster.nanoseconds(), patience = UInt64(options.timeout * 1e9)
+        while unresolved < next {
+            let (word, bit) = (unresolved / 64, UInt64(1) << UInt64(unresolved % 64))
+            if word < seen.count && seen[word] & bit != 0 { unresolved += 1; continue }
+            while sendTimesHead + 1 < sendTimes.count && sendTimes[sendTimesHead + 1].first <= unresolved { sendTimesHead += 1 }
+            guard now - sendTimes[sendTimesHead].at >= patience else { break }
+            while writtenOffBits.count <= word { writtenOffBits.append(0) }
+            writtenOffBits[word] |= bit
+            writtenOff += 1
+            unresolved += 1
+        }
+        if sendTimesHead >= 1024 {
+            sendTimes.removeFirst(sendTimesHead)
+            sendTimesHead = 0
+        }
+        refill()
     }
 
     private func finishSending() {
@@ -253,6 +294,10 @@ final class Blaster {
             if seen[word] & bit != 0 { duplicates += 1; continue }
             seen[word] |= bit
             unique += 1
+            if word < writtenOffBits.count && writtenOffBits[word] & bit != 0 {
+                writtenOffBits[word] &= ~bit   // a late reply: answered after all
+                writtenOff -= 1
+            }
             latency.record(nanoseconds: ended - sentAt)
             if sequence < highest { reordered += 1 } else { highest = sequence }
         }

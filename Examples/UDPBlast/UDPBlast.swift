@@ -8,8 +8,8 @@ struct UDPBlast: ParsableCommand {
         commandName: "udp-blast",
         abstract: "Send UDP datagrams as fast as a BatchedUDPWatcher allows, or receive and check them.",
         discussion: """
-            Every datagram carries its sequence number in its first 8 bytes (little endian), so a receiver
-            can check order and loss. Exit codes: 0 every datagram sent or reported (send) / all expected
+            Every datagram carries its sequence number in its first 8 bytes (little endian), so a receiver \
+            can check order and loss. Exit codes: 0 every datagram sent or reported (send) / all expected \
             received (sink); 1 a runtime failure, or datagrams unaccounted for; 64 bad arguments.
             """,
         subcommands: [Send.self, Sink.self],

@@ -1,0 +1,76 @@
+import BatchedUDP
+import Foundation
+import Glibc
+import Libev
+import Testing
+import TestSupport
+
+/// udp-blast as a measuring client facing a lossy path.
+@Suite struct UDPBlastTests {
+    /// An echo server on its own thread that drops every `dropEvery`-th datagram, until `stop()`.
+    final class LossyEcho {
+        let socket: UDPSocket
+        let address: SocketAddress
+        private let running = Locked(true)
+        private let done = DispatchSemaphore(value: 0)
+
+        init(dropEvery: Int) throws {
+            let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+            try socket.setTestReceiveBuffer(4 << 20)
+            self.socket = socket
+            address = try socket.localAddress
+            let fd = socket.fileDescriptor
+            Thread.detachNewThread { [running, done] in
+                var buffer = [UInt8](repeating: 0, count: 65_536)
+                var peer = sockaddr_storage(), length = socklen_t(0), seen = 0
+                var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                while running.withLock({ $0 }) {
+                    guard poll(&pollfd, 1, 20) > 0 else { continue }
+                    length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                    let n = withUnsafeMutablePointer(to: &peer) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT), $0, &length) }
+                    }
+                    guard n >= 0 else { continue }
+                    seen += 1
+                    if seen % dropEvery == 0 { continue }
+                    _ = withUnsafePointer(to: &peer) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, buffer, n, 0, $0, length) }
+                    }
+                }
+                done.signal()
+            }
+        }
+
+        func stop() {
+            running.withLock { $0 = false }
+            done.wait()
+        }
+    }
+
+    /// The reproduction: `--window 8 --duration 1` against an echo that loses 1 reply in 100.
+    /// Without write-offs the window shut after 8 lost replies and the run never ended; now it ends
+    /// within a few seconds, counts the lost replies, and kept measuring after them.
+    @Test func lostRepliesDoNotStallTheWindow() throws {
+        let echo = try LossyEcho(dropEvery: 100)
+        defer { echo.stop() }
+        let blast = Process()
+        blast.executableURL = RunningRelay.productsDirectory.appendingPathComponent("udp-blast")
+        blast.arguments = ["--to", echo.address.description, "--expect-replies", "--window", "8", "--duration", "1",
+                           "--timeout", "0.2", "--json"]
+        let output = Pipe()
+        blast.standardOutput = output
+        try blast.run()
+        let deadline = Date().addingTimeInterval(20)
+        while blast.isRunning && Date() < deadline { usleep(20_000) }
+        let hung = blast.isRunning
+        if hung { kill(blast.processIdentifier, SIGKILL) }
+        blast.waitUntilExit()
+        #expect(!hung, "udp-blast --window 8 --duration 1 was still running after 20 s")
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
+        let sent = report["sent"] as? Int ?? 0, received = report["received"] as? Int ?? 0, lost = report["lost"] as? Int ?? -1
+        #expect(blast.terminationStatus == 0)
+        #expect(lost > 0 && lost == sent - received, "\(report)")
+        #expect(received > 8 * 100, "the window kept moving after replies were lost: \(report)")
+    }
+}
