@@ -73,6 +73,9 @@ struct Send: ParsableCommand {
     @Option(help: "With --expect-replies: seconds to wait for the last replies after the last send.")
     var timeout = 1.0
 
+    @Option(help: "With --expect-replies: the largest fraction of replies that may be lost (0...1) before the run exits 1. Without it, a run exits 1 only when no reply came back at all.")
+    var maxLoss: Double?
+
     @Flag(help: "With --expect-replies: read replies with UDP GRO (the kernel merges runs of same-size replies).")
     var gro = false
 
@@ -94,6 +97,10 @@ struct Send: ParsableCommand {
             guard expectReplies else { throw ValidationError("--window needs --expect-replies") }
         }
         guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 or more seconds") }
+        if let maxLoss {
+            guard (0...1).contains(maxLoss) else { throw ValidationError("--max-loss must be a fraction 0...1, got \(maxLoss)") }
+            guard expectReplies else { throw ValidationError("--max-loss needs --expect-replies") }
+        }
     }
 
     func destination() throws -> SocketAddress {
@@ -101,6 +108,17 @@ struct Send: ParsableCommand {
     }
 
     func run() throws {
+        do {
+            try runReporting()
+        } catch let failure as Failure {
+            // A runtime failure, not a usage error: the message alone (no usage hint), exit 1.
+            let line = "\(failure)\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
+            throw ExitCode(1)
+        }
+    }
+
+    private func runReporting() throws {
         let blaster = try Blaster(self, destination: try destination())
         let report = blaster.run()
         if json {
@@ -114,6 +132,18 @@ struct Send: ParsableCommand {
         let c = blaster.watcher.counters
         guard c.sent + c.failed == c.enqueued, c.queued == 0 else {
             throw Failure("udp-blast: \(c.enqueued - c.sent - c.failed) datagrams unaccounted for (\(c))")
+        }
+        // SIGINT: the report so far, then the shell's status for an interrupted command.
+        if blaster.interrupted { throw ExitCode(130) }
+        if expectReplies && c.sent > 0 {
+            let lost = c.sent - blaster.repliesReceived
+            let fraction = Double(lost) / Double(c.sent)
+            if let maxLoss, fraction > maxLoss {
+                throw Failure("udp-blast: \(lost) of \(c.sent) replies lost (\(fraction)), more than --max-loss \(maxLoss)")
+            }
+            if maxLoss == nil && blaster.repliesReceived == 0 {
+                throw Failure("udp-blast: none of \(c.sent) datagrams came back")
+            }
         }
     }
 }
@@ -142,6 +172,11 @@ final class Blaster {
     private var sendTimes: [(first: Int, at: UInt64)] = []
     private var sendTimesHead = 0
     private var windowWatchdog: TimerWatcher?
+    private var interruption: SignalWatcher?
+    /// SIGINT ended the run early.
+    private(set) var interrupted = false
+    /// Distinct replies received so far.
+    var repliesReceived: Int { unique }
     // Replies.
     private var seen: [UInt64] = []
     private var replies = 0, unique = 0, reordered = 0, duplicates = 0, foreign = 0
@@ -204,9 +239,26 @@ final class Blaster {
             watchdog.start()
             windowWatchdog = watchdog
         }
+        // SIGINT: stop sending and reading, report what happened so far (queued datagrams are reported
+        // failed with ECANCELED, so the totals still add up), and exit 130.
+        if let sigint = try? SignalWatcher(loop: loop, signal: SIGINT, callback: { [unowned self] watcher in
+            self.interrupted = true
+            if self.sendingEnded == 0 { self.sendingEnded = Blaster.nanoseconds() }
+            self.pacer?.stop()
+            self.windowWatchdog?.stop()
+            self.replyDeadline?.stop()
+            self.reader?.stop()
+            self.watcher.close()
+            watcher.stop()
+        }) {
+            sigint.keepsLoopAlive = false
+            sigint.start()
+            interruption = sigint
+        }
         refill()
         loop.run()
         windowWatchdog?.stop()
+        interruption?.stop()
         return report()
     }
 
@@ -261,7 +313,7 @@ final class Blaster {
     }
 
     private func finishSending() {
-        guard sendingEnded == 0 else { return }
+        guard sendingEnded == 0, !interrupted else { return }
         pacer?.stop()
         watcher.close(flushingWithin: 3600) { [unowned self] _ in
             self.sendingEnded = Blaster.nanoseconds()

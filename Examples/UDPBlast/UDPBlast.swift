@@ -10,7 +10,8 @@ struct UDPBlast: ParsableCommand {
         discussion: """
             Every datagram carries its sequence number in its first 8 bytes (little endian), so a receiver \
             can check order and loss. Exit codes: 0 every datagram sent or reported (send) / all expected \
-            received (sink); 1 a runtime failure, or datagrams unaccounted for; 64 bad arguments.
+            received (sink); 1 a runtime failure, datagrams unaccounted for, more loss than --max-loss, or \
+            no reply at all; 64 bad arguments; 130 SIGINT (after the report so far).
             """,
         subcommands: [Send.self, Sink.self],
         defaultSubcommand: Send.self)

@@ -142,6 +142,8 @@ import TestSupport
         (["--to", "127.0.0.1:9", "--window", "10"], "--window needs --expect-replies"),
         (["--to", "127.0.0.1:9", "--segmentation", "sometimes"], "--segmentation"),
         (["--to", "127.0.0.1:9", "--ecn", "maybe"], "--ecn"),
+        (["--to", "127.0.0.1:9", "--max-loss", "0.1"], "--max-loss needs --expect-replies"),
+        (["--to", "127.0.0.1:9", "--expect-replies", "--max-loss", "1.5"], "--max-loss must be a fraction 0...1, got 1.5"),
     ])
     func udpBlastBadOptionsExit64NamingThem(arguments: [String], message: String) throws {
         let (status, output) = try RunningRelay.runToExit(arguments, executable: "udp-blast")

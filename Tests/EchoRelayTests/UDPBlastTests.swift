@@ -47,6 +47,59 @@ import TestSupport
         }
     }
 
+    /// Runs udp-blast with `arguments`, sending SIGINT after `interruptAfter` seconds if given; kills it
+    /// if it is still running after `deadline` seconds (`hung`). Returns its status and output.
+    static func blast(_ arguments: [String], interruptAfter: Double? = nil, deadline: Double = 20) throws
+        -> (status: Int32, hung: Bool, stdout: String, stderr: String) {
+        let blast = Process()
+        blast.executableURL = RunningRelay.productsDirectory.appendingPathComponent("udp-blast")
+        blast.arguments = arguments
+        let output = Pipe(), errors = Pipe()
+        blast.standardOutput = output
+        blast.standardError = errors
+        try blast.run()
+        if let interruptAfter {
+            usleep(UInt32(interruptAfter * 1e6))
+            kill(blast.processIdentifier, SIGINT)
+        }
+        let end = Date().addingTimeInterval(deadline)
+        while blast.isRunning && Date() < end { usleep(20_000) }
+        let hung = blast.isRunning
+        if hung { kill(blast.processIdentifier, SIGKILL) }
+        blast.waitUntilExit()
+        return (blast.terminationStatus, hung,
+                String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+                String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
+    /// SIGINT in the middle of a paced run: the report so far (valid JSON whose totals add up), then
+    /// status 130, as a shell reports an interrupted command.
+    @Test func interruptPrintsTheReportSoFarAndExits130() throws {
+        let echo = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
+        defer { _ = echo.stop() }
+        let run = try UDPBlastTests.blast(["--to", echo.addresses[0].description, "--expect-replies", "--rate", "2000",
+                                           "--duration", "30", "--json"], interruptAfter: 0.5)
+        #expect(!run.hung && run.status == 130, "status \(run.status); \(run.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+        let sent = report["sent"] as? Int ?? 0, failed = report["failed"] as? Int ?? 0, count = report["count"] as? Int ?? -1
+        #expect(sent > 0 && sent + failed == count, "\(report)")
+        #expect((report["received"] as? Int ?? 0) > 0, "\(report)")
+    }
+
+    /// --max-loss decides the exit status: about 10% of replies lost passes --max-loss 0.5 and fails
+    /// --max-loss 0.05, naming the loss; without --max-loss, a run where nothing came back exits 1.
+    @Test func maxLossDecidesTheExitStatus() throws {
+        let echo = try LossyEcho(dropEvery: 10)
+        defer { echo.stop() }
+        let common = ["--to", echo.address.description, "--expect-replies", "--count", "2000", "--window", "64", "--timeout", "0.2"]
+        let lenient = try UDPBlastTests.blast(common + ["--max-loss", "0.5"])
+        #expect(!lenient.hung && lenient.status == 0, "\(lenient.stderr)")
+        let strict = try UDPBlastTests.blast(common + ["--max-loss", "0.05"])
+        #expect(!strict.hung && strict.status == 1 && strict.stderr.contains("more than --max-loss 0.05"), "\(strict.status): \(strict.stderr)")
+        let dead = try UDPBlastTests.blast(["--to", "127.0.0.1:9", "--expect-replies", "--count", "100", "--timeout", "0.2"])
+        #expect(!dead.hung && dead.status == 1 && dead.stderr.contains("none of 100 datagrams came back"), "\(dead.status): \(dead.stderr)")
+    }
+
     /// The reproduction: `--window 8 --duration 1` against an echo that loses 1 reply in 100.
     /// Without write-offs the window shut after 8 lost replies and the run never ended; now it ends
     /// within a few seconds, counts the lost replies, and kept measuring after them.
