@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatchedUDP
+import Glibc
 import Libev
 import Logging
 
@@ -8,7 +9,9 @@ struct Relay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Relay datagrams between clients and one upstream, with a session socket per client.",
         discussion: """
-            Each client address gets a session: a socket connected to the upstream, so the kernel accepts \
+            Only clients in the --allow networks are served (by default loopback, RFC 1918, 100.64/10, \
+            link-local, ::1, fc00::/7 and fe80::/10, as dnsdist); others are counted (denied), never \
+            answered. Each client address gets a session: a socket connected to the upstream, so the kernel accepts \
             replies only from the upstream. Replies go back to the client from the listening socket it \
             used. Past --max-sessions, datagrams from new clients are dropped and counted (refused); \
             memory is bounded by the sessions allowed. Each session holds about \
@@ -22,7 +25,10 @@ struct Relay: ParsableCommand {
     @Option(help: "Upstream server, HOST:PORT.")
     var upstream: String
 
-    @Option(help: "Most client sessions at once; datagrams from further clients are refused.")
+    @Option(help: "Client network allowed to use the relay, a.b.c.d/n or ipv6/n (repeatable); replaces the default list. --allow 0.0.0.0/0 --allow ::/0 serves anyone.")
+    var allow: [String] = []
+
+    @Option(help: "Most client sessions at once; datagrams from further clients are refused. Lowered at start-up, with a log line, if the descriptor limit cannot hold them.")
     var maxSessions = 10_000
 
     @Option(help: "Seconds without traffic after which a session is closed.")
@@ -47,14 +53,38 @@ struct Relay: ParsableCommand {
         guard sessionTimeout > 0, sessionTimeout.isFinite else { throw ValidationError("--session-timeout must be a positive number of seconds") }
         guard ring >= 1, sessionRing >= 1 else { throw ValidationError("--ring and --session-ring must be at least 1") }
         guard (1...1024).contains(sessionReadBatch) else { throw ValidationError("--session-read-batch must be 1...1024, got \(sessionReadBatch)") }
+        _ = try AccessList(allow)
     }
 
     func run() throws {
         let upstream = try parseAddress(upstream, option: "--upstream")
-        let settings = self
-        try Daemon(options: daemon).run(listen: listen.map { try parseAddress($0, option: "--listen") }) { worker, addresses in
-            try RelayService(listen: addresses, upstream: upstream, settings: settings, worker: worker)
+        let daemon = Daemon(options: self.daemon)
+        var settings = self
+        settings.maxSessions = Relay.fitDescriptorLimit(sessions: maxSessions, listeners: listen.count * self.daemon.threads,
+                                                        threads: self.daemon.threads, logger: daemon.logger)
+        let accessList = try AccessList(allow)
+        daemon.logger.notice("relay: serving clients in \(accessList)")
+        try daemon.run(listen: listen.map { try parseAddress($0, option: "--listen") }) { [settings] worker, addresses in
+            try RelayService(listen: addresses, upstream: upstream, settings: settings, accessList: accessList, worker: worker)
         }
+    }
+
+    /// Raises the descriptor soft limit to the hard limit, and returns how many sessions fit under it
+    /// (one descriptor each, besides the listeners, each loop's own and a margin): `sessions`, or fewer,
+    /// said in one log line. Without it, sessions past the limit fail one by one with EMFILE.
+    static func fitDescriptorLimit(sessions: Int, listeners: Int, threads: Int, logger: Logger) -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return sessions }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        let reserved = listeners + threads * 4 + 32
+        let available = limit.rlim_cur >= UInt(Int.max) ? Int.max : max(Int(limit.rlim_cur) - reserved, 1)  // RLIM_INFINITY is ~0
+        guard sessions > available else { return sessions }
+        logger.warning("relay: the descriptor limit is \(limit.rlim_cur); lowering --max-sessions from \(sessions) to \(available)")
+        return available
     }
 }
 
@@ -101,11 +131,15 @@ final class RelayService: Service {
     private var retired = Stats()
     private var queueFull = 0
     private var refused = 0
+    private var denied = 0
     private var foreign = 0
-    private var lastRefusalLog = -Double.infinity
+    private let accessList: AccessList
+    /// Warnings a remote sender can provoke, each at most once per 10 s.
+    private var fullWarning = RateLimitedWarning(), openWarning = RateLimitedWarning(), deniedWarning = RateLimitedWarning()
 
-    init(listen: [SocketAddress], upstream: SocketAddress, settings: Relay, worker: Worker) throws {
+    init(listen: [SocketAddress], upstream: SocketAddress, settings: Relay, accessList: AccessList, worker: Worker) throws {
         self.worker = worker
+        self.accessList = accessList
         self.upstream = upstream
         self.settings = settings
         let threads = worker.options.threads
@@ -144,12 +178,14 @@ final class RelayService: Service {
 
     private func openSession(for key: SessionKey, listener: Int, now: Double) -> Session? {
         let client = key.client
+        guard accessList.allows(client) else {
+            denied += 1
+            deniedWarning.log(worker.logger, now: now, "relay: denying clients outside --allow such as \(client)")
+            return nil
+        }
         guard sessions.count < maxSessions else {
             refused += 1
-            if now - lastRefusalLog > 10 {
-                lastRefusalLog = now
-                worker.logger.warning("relay: \(maxSessions) sessions open; refusing new clients such as \(client)")
-            }
+            fullWarning.log(worker.logger, now: now, "relay: \(maxSessions) sessions open; refusing new clients such as \(client)")
             return nil
         }
         do {
@@ -172,7 +208,7 @@ final class RelayService: Service {
             return session
         } catch {
             refused += 1
-            worker.logger.warning("relay: cannot open a session for \(client): \(error)")
+            openWarning.log(worker.logger, now: now, "relay: cannot open a session for \(client): \(error)")
             return nil
         }
     }
@@ -223,6 +259,7 @@ final class RelayService: Service {
         }
         stats.queueFull = queueFull
         stats.refused = refused
+        stats.denied = denied
         stats.foreign = foreign
         stats.sessions = sessions.count
         return stats
@@ -236,5 +273,23 @@ final class RelayService: Service {
         sweep.stop()
         listeners.forEach { $0.reader.stop() }
         sessions.values.forEach { $0.reader.stop() }
+    }
+}
+
+/// A warning a remote sender can provoke (a flood of new clients), logged at most once per `interval`
+/// seconds, with how many were held back since the last one.
+struct RateLimitedWarning {
+    var interval = 10.0
+    private var last = -Double.infinity
+    private var held = 0
+
+    mutating func log(_ logger: Logger, now: Double, _ message: @autoclosure () -> String) {
+        guard now - last >= interval else {
+            held += 1
+            return
+        }
+        logger.warning("\(message())\(held > 0 ? " (\(held) more since the last such line)" : "")")
+        last = now
+        held = 0
     }
 }

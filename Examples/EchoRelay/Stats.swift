@@ -20,6 +20,8 @@ struct Stats {
     var socketErrors = 0
     /// Relay: datagrams from new clients refused because --max-sessions sessions exist.
     var refused = 0
+    /// Relay: datagrams from clients outside the --allow networks.
+    var denied = 0
     /// Relay: datagrams on a session socket from someone other than the upstream.
     var foreign = 0
     /// Datagrams waiting in send rings now.
@@ -54,6 +56,7 @@ struct Stats {
         receiveErrors += other.receiveErrors
         socketErrors += other.socketErrors
         refused += other.refused
+        denied += other.denied
         foreign += other.foreign
         queued += other.queued
         sessions += other.sessions
@@ -65,7 +68,7 @@ struct Stats {
         return "in \(rate(received, previous.received))/s (total \(received) datagrams, \(receivedBytes) bytes)"
             + " | out \(rate(sent, previous.sent))/s (total \(sent) datagrams, \(sentBytes) bytes)"
             + " | drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
-            + " receive_errors=\(receiveErrors) refused=\(refused) foreign=\(foreign)"
+            + " receive_errors=\(receiveErrors) refused=\(refused) denied=\(denied) foreign=\(foreign)"
             + " | socket_errors=\(socketErrors) | queued \(queued) | sessions \(sessions)"
     }
 
@@ -73,6 +76,6 @@ struct Stats {
     var totals: String {
         "received \(received) datagrams (\(receivedBytes) bytes), sent \(sent) (\(sentBytes) bytes);"
             + " drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
-            + " receive_errors=\(receiveErrors) refused=\(refused) foreign=\(foreign); socket_errors=\(socketErrors); queued \(queued); sessions \(sessions)"
+            + " receive_errors=\(receiveErrors) refused=\(refused) denied=\(denied) foreign=\(foreign); socket_errors=\(socketErrors); queued \(queued); sessions \(sessions)"
     }
 }

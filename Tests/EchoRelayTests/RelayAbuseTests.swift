@@ -111,4 +111,46 @@ let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan
         #expect(upstream.receive(clients, timeout: 3).count == clients)
         #expect(relay.stop() == 0)
     }
+
+    /// The access list: with `--allow 127.0.0.2/32`, a client at 127.0.0.1 is denied (counted, never
+    /// answered, no session) while one at 127.0.0.2 is served.
+    @Test func clientsOutsideAllowAreDeniedAndNeverAnswered() throws {
+        let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
+        let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.addresses[0].description,
+                                      "--allow", "127.0.0.2/32", "--stats-interval", "0.1"])
+        let outsider = try Receiver(try SocketAddress(parsing: "127.0.0.1:0"))
+        let member = try Receiver(try SocketAddress(parsing: "127.0.0.2:0"))
+        for client in [outsider, member] {
+            try client.socket.connect(to: relay.addresses[0])
+            for i in 0..<10 {
+                let bytes = sequencePayload(i, size: 32)
+                _ = bytes.withUnsafeBytes { Glibc.send(client.socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
+            }
+        }
+        #expect(member.receive(10, timeout: 2).count == 10)
+        #expect(outsider.receive(1, timeout: 0.3).isEmpty, "a denied client got an answer")
+        try waitForStats(relay) { $0.contains("denied=10") && $0.contains("sessions 1") }
+        #expect(relay.stop() == 0)
+        _ = upstream.stop()
+    }
+
+    /// Under a descriptor limit of 128 the relay lowers --max-sessions in one log line at start-up; a
+    /// flood of 1,000 one-datagram clients then fills the sessions, the rest are refused and counted,
+    /// and the log stays a few lines long (warnings a sender can provoke are rate limited).
+    @Test func aSmallDescriptorLimitLowersMaxSessionsAndTheFloodStaysQuiet() throws {
+        let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
+        let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.addresses[0].description,
+                                      "--stats-interval", "0.2"], launcher: ["/usr/bin/prlimit", "--nofile=128:128"])
+        #expect(relay.log.contains("the descriptor limit is 128; lowering --max-sessions from 10000 to"), "\(relay.log)")
+        for index in 0..<1000 { try send([1, 2, 3], from: clientAddress(index), to: relay.addresses[0]) }
+        try waitForStats(relay) { line in
+            guard let refused = line.split(separator: " ").first(where: { $0.hasPrefix("refused=") }).flatMap({ Int($0.dropFirst(8)) }),
+                  let sessions = line.split(separator: "| sessions ").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else { return false }
+            return refused + sessions == 1000
+        }
+        let warnings = relay.log.split(separator: "\n").filter { $0.contains(" warning ") }
+        #expect(warnings.count <= 3, "\(warnings.count) warning lines:\n\(warnings.joined(separator: "\n"))")
+        #expect(relay.stop() == 0)
+        _ = upstream.stop()
+    }
 }

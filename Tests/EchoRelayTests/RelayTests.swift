@@ -124,6 +124,8 @@ import TestSupport
         (["echo"], "give at least one --listen"),
         (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:53", "--max-sessions", "0"], "--max-sessions must be at least 1"),
         (["echo", "--listen", "127.0.0.1:0", "--threads", "0"], "--threads must be 1...64, got 0"),
+        (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:53", "--allow", "nonsense"], "--allow: 'nonsense'"),
+        (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:53", "--allow", "10.0.0.0/33"], "the prefix length must be 0...32"),
     ])
     func badOptionsExit64NamingThem(arguments: [String], message: String) throws {
         let (status, output) = try RunningRelay.runToExit(arguments)

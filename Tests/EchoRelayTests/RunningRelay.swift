@@ -14,8 +14,11 @@ final class RunningRelay {
         URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
     }
 
-    /// Starts `echo-relay ARGUMENTS`, inside `namespace` if given, and waits for its listening lines.
-    init(_ arguments: [String], executable: String = "echo-relay", namespace: NetworkNamespace? = nil, listeners: Int = 1) throws {
+    /// Starts `echo-relay ARGUMENTS`, inside `namespace` if given, or through `launcher` (a command and its
+    /// arguments, the executable's path appended: `prlimit --nofile=128:128`), and waits for its
+    /// listening lines.
+    init(_ arguments: [String], executable: String = "echo-relay", namespace: NetworkNamespace? = nil,
+         launcher: [String] = [], listeners: Int = 1) throws {
         let binary = RunningRelay.productsDirectory.appendingPathComponent(executable)
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw RelayError("\(binary.path) is missing: build the package (swift build) before the tests")
@@ -25,6 +28,9 @@ final class RunningRelay {
         if let namespace {
             process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
             process.arguments = ["netns", "exec", namespace.name, binary.path] + arguments
+        } else if let command = launcher.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(launcher.dropFirst()) + [binary.path] + arguments
         } else {
             process.executableURL = binary
             process.arguments = arguments
