@@ -17,22 +17,6 @@ protocol Service: AnyObject {
     var listeningAddresses: [SocketAddress] { get }
 }
 
-extension BatchedUDPWatcher {
-    /// Enqueues; if the ring is full, sends what it holds now (one sendmmsg) and tries once more.
-    /// Returns false if the datagram was dropped.
-    func enqueueOrFlush(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil) -> Bool {
-        do {
-            try enqueue(payload, to: destination, metadata: metadata)
-            return true
-        } catch .queueFull {
-            flush()
-            return (try? enqueue(payload, to: destination, metadata: metadata)) != nil
-        } catch {
-            return false
-        }
-    }
-}
-
 /// A listening socket with the reader and the watcher that share it.
 struct Endpoint {
     let socket: UDPSocket

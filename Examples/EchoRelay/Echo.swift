@@ -37,11 +37,16 @@ final class EchoService: Service {
 
     init(listen: [SocketAddress], ring: Int, worker: Worker) throws {
         for address in listen {
-            let endpoint = try worker.endpoint(on: address, ring: ring) { [unowned self] watcher, batch in
+            let endpoint = try worker.endpoint(on: address, ring: ring, backpressure: true) { [unowned self] watcher, batch in
                 // replyMetadata is nil unless the socket is on a wildcard address (then it is the
-                // address the client contacted, which the answer must come from).
-                for datagram in batch where !watcher.enqueueOrFlush(datagram.payload, to: datagram.sender, metadata: datagram.replyMetadata) {
-                    self.queueFull += 1
+                // address the client contacted, which the answer must come from). Past the high-water
+                // mark the reader stops, so a full ring is rare: the datagram is dropped and counted.
+                for datagram in batch {
+                    do {
+                        try watcher.enqueue(datagram.payload, to: datagram.sender, metadata: datagram.replyMetadata)
+                    } catch {
+                        self.queueFull += 1
+                    }
                 }
             }
             endpoints.append(endpoint)
@@ -56,6 +61,7 @@ final class EchoService: Service {
             stats.add(endpoint.watcher.counters)
         }
         stats.queueFull = queueFull
+        stats.kernelDrops = KernelDrops.count(endpoints.map(\.socket.fileDescriptor))
         return stats
     }
 

@@ -85,11 +85,17 @@ struct DaemonOptions: ParsableArguments {
         return configuration
     }
 
+    /// A send ring of `capacity` slots whose high-water mark leaves room for one more read batch (what
+    /// a reader may hand over before it sees the mark and stops), and whose low mark is half of it.
     func watcherConfiguration(capacity: Int) -> BatchedUDPWatcher.Configuration {
         var configuration = BatchedUDPWatcher.Configuration()
         configuration.capacity = capacity
         configuration.maxDatagramSize = maxDatagram
         configuration.batchSize = min(sendBatch, capacity)
+        let batch = readBatch * (gro ? 64 : 1)
+        let high = capacity > 2 * batch ? capacity - batch : max(capacity / 2, 1)
+        configuration.highWaterMark = .init(messages: high, bytes: high * maxDatagram)
+        configuration.lowWaterMark = .init(messages: high / 2, bytes: high / 2 * maxDatagram)
         return configuration
     }
 }

@@ -109,6 +109,9 @@ final class RelayService: Service {
         var reader: BatchedUDPReader!
         var watcher: BatchedUDPWatcher!
         var lastActive: Double
+        /// The client batch in which a flush of this session's ring made no room (its socket is blocked):
+        /// no more flushes for it in that batch.
+        var blockedInBatch = -1
 
         init(client: SocketAddress, local: SocketAddress?, listener: Int, socket: UDPSocket, now: Double) {
             self.client = client
@@ -134,6 +137,10 @@ final class RelayService: Service {
     private var denied = 0
     private var foreign = 0
     private let accessList: AccessList
+    /// Listeners whose send ring is past its high-water mark: their sessions do not read.
+    private var pausedListeners: [Bool] = []
+    /// Client batches read so far (see `Session.blockedInBatch`).
+    private var clientBatches = 0
     /// Warnings a remote sender can provoke, each at most once per 10 s.
     private var fullWarning = RateLimitedWarning(), openWarning = RateLimitedWarning(), deniedWarning = RateLimitedWarning()
 
@@ -149,7 +156,11 @@ final class RelayService: Service {
             let endpoint = try worker.endpoint(on: address, ring: settings.ring, metadata: .ecn) { [unowned self] _, batch in
                 self.fromClients(batch, listener: index)
             }
+            endpoint.watcher.onWritabilityChanged = { [unowned self] _, writable in
+                self.listenerWritabilityChanged(index, writable: writable)
+            }
             listeners.append(endpoint)
+            pausedListeners.append(false)
             worker.logger.notice("relay: listening on \(endpoint.address), upstream \(upstream)")
         }
         let interval = min(settings.sessionTimeout / 4, 1.0)
@@ -160,13 +171,22 @@ final class RelayService: Service {
 
     private func fromClients(_ batch: ReceivedBatch, listener: Int) {
         let now = worker.loop.now
+        clientBatches &+= 1
         for datagram in batch {
             guard let client = datagram.sender else { continue }
             let key = SessionKey(client: client, local: datagram.replyMetadata?.source)
             guard let session = sessions[key] ?? openSession(for: key, listener: listener, now: now) else { continue }
             session.lastActive = now
+            // A client's burst can be larger than its session's ring: past the high-water mark, send what
+            // the ring holds now (one sendmmsg for the whole ring, not one per datagram). If that made no
+            // room (the upstream socket is blocked), no more flushes for this session in this batch, and
+            // a full ring drops the datagram (counted) without touching other sessions.
+            if !session.watcher.isWritable && session.blockedInBatch != clientBatches {
+                session.watcher.flush()
+                if !session.watcher.isWritable { session.blockedInBatch = clientBatches }
+            }
             // The datagram's ECN codepoint goes on to the upstream (not-ECT needs no control message).
-            if !session.watcher.enqueueOrFlush(datagram.payload, metadata: ecnMetadata(datagram.ecn)) { queueFull += 1 }
+            do { try session.watcher.enqueue(datagram.payload, to: nil, metadata: ecnMetadata(datagram.ecn)) } catch { queueFull += 1 }
         }
     }
 
@@ -202,7 +222,7 @@ final class RelayService: Service {
             session.reader.onProblem = { _, problem in logger.debug("session \(client): \(problem)") }
             session.watcher.onError = { _, failure in logger.debug("to upstream for \(client): \(failure)") }
             session.watcher.onSocketProblem = { _, problem in logger.debug("session \(client): \(problem)") }
-            session.reader.start()
+            if !pausedListeners[listener] { session.reader.start() }
             sessions[key] = session
             logger.debug("relay: session for \(client)\(key.local.map { " (contacted at \($0.host))" } ?? "") opened on local \((try? socket.localAddress)?.description ?? "?")")
             return session
@@ -224,7 +244,9 @@ final class RelayService: Service {
                 continue
             }
             // Answered from the address the client contacted, with the upstream's ECN codepoint.
-            if !toClient.enqueueOrFlush(datagram.payload, to: session.client, metadata: ecnMetadata(datagram.ecn, from: session.local)) {
+            do {
+                try toClient.enqueue(datagram.payload, to: session.client, metadata: ecnMetadata(datagram.ecn, from: session.local))
+            } catch {
                 queueFull += 1
             }
         }
@@ -244,7 +266,20 @@ final class RelayService: Service {
         session.watcher.close()
         retired.add(session.reader.counters)
         retired.add(session.watcher.counters)
+        retired.kernelDrops += KernelDrops.count([session.socket.fileDescriptor])
         try? session.socket.close()
+    }
+
+    /// Backpressure towards the clients: while a listener's send ring is past its high-water mark, the
+    /// sessions whose replies go out through it stop reading (the upstream's replies wait in, or are
+    /// dropped and counted by, their sockets' receive buffers), and all of them start again at the low
+    /// mark. No syscall per dropped datagram; a session that floods cannot take the ring from the others
+    /// for longer than one read batch.
+    private func listenerWritabilityChanged(_ listener: Int, writable: Bool) {
+        pausedListeners[listener] = !writable
+        for session in sessions.values where session.listener == listener {
+            if !writable { session.reader.stop() } else if !worker.isStopping { session.reader.start() }
+        }
     }
 
     var stats: Stats {
@@ -258,6 +293,8 @@ final class RelayService: Service {
             stats.add(session.watcher.counters)
         }
         stats.queueFull = queueFull
+        stats.kernelDrops = retired.kernelDrops
+            + KernelDrops.count(listeners.map(\.socket.fileDescriptor) + sessions.values.map(\.socket.fileDescriptor))
         stats.refused = refused
         stats.denied = denied
         stats.foreign = foreign

@@ -7,8 +7,12 @@ struct Stats {
     var receivedBytes = 0
     var sent = 0
     var sentBytes = 0
-    /// Dropped because a send ring was full.
+    /// Dropped because a send ring was full (a burst larger than the room left above the high-water
+    /// mark; past the mark the daemon stops reading instead).
     var queueFull = 0
+    /// Dropped by the kernel on arrival at the daemon's sockets (receive buffer full), mostly while the
+    /// daemon had stopped reading because a send ring was past its high-water mark.
+    var kernelDrops = 0
     /// Reported by a watcher: the kernel refused them, or they were still queued at a close.
     var sendFailed = 0
     /// Dropped on receive: larger than --max-datagram.
@@ -51,6 +55,7 @@ struct Stats {
         sent += other.sent
         sentBytes += other.sentBytes
         queueFull += other.queueFull
+        kernelDrops += other.kernelDrops
         sendFailed += other.sendFailed
         truncated += other.truncated
         receiveErrors += other.receiveErrors
@@ -67,7 +72,7 @@ struct Stats {
         let rate = { (now: Int, before: Int) in Int((Double(now - before) / max(seconds, 1e-9)).rounded()) }
         return "in \(rate(received, previous.received))/s (total \(received) datagrams, \(receivedBytes) bytes)"
             + " | out \(rate(sent, previous.sent))/s (total \(sent) datagrams, \(sentBytes) bytes)"
-            + " | drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
+            + " | drops queue_full=\(queueFull) kernel_drops=\(kernelDrops) send_failed=\(sendFailed) truncated=\(truncated)"
             + " receive_errors=\(receiveErrors) refused=\(refused) denied=\(denied) foreign=\(foreign)"
             + " | socket_errors=\(socketErrors) | queued \(queued) | sessions \(sessions)"
     }
@@ -75,7 +80,7 @@ struct Stats {
     /// The final totals, as one line.
     var totals: String {
         "received \(received) datagrams (\(receivedBytes) bytes), sent \(sent) (\(sentBytes) bytes);"
-            + " drops queue_full=\(queueFull) send_failed=\(sendFailed) truncated=\(truncated)"
+            + " drops queue_full=\(queueFull) kernel_drops=\(kernelDrops) send_failed=\(sendFailed) truncated=\(truncated)"
             + " receive_errors=\(receiveErrors) refused=\(refused) denied=\(denied) foreign=\(foreign); socket_errors=\(socketErrors); queued \(queued); sessions \(sessions)"
     }
 }

@@ -16,6 +16,8 @@ final class Worker {
     private var statsTimer: TimerWatcher?
     /// The stop level acted on so far (0 running, 1 draining, 2 dropping).
     private var stopLevelHandled = 0
+    /// Whether a stop request has been acted on: readers stay stopped.
+    var isStopping: Bool { stopLevelHandled > 0 }
 
     /// The daemon's side of a worker: a stop request (1: drain, 2: drop what is queued) and its wake-up.
     final class Control: Sendable {
@@ -56,7 +58,11 @@ final class Worker {
     /// watcher. A failure names the address and exits 1.
     /// On a wildcard address the reader also reports each datagram's destination, so the service can
     /// answer from the address each client contacted; `metadata` adds what else the service needs.
-    func endpoint(on address: SocketAddress, ring: Int, metadata: BatchedUDPReader.Metadata = [],
+    /// With `backpressure` (an echo: the socket's own reader feeds its watcher), the reader stops when
+    /// the watcher passes its high-water mark and starts again at the low one: the kernel's receive
+    /// buffer absorbs the burst, or drops and counts (`kernel_drops`), and no datagram costs a syscall
+    /// to drop.
+    func endpoint(on address: SocketAddress, ring: Int, metadata: BatchedUDPReader.Metadata = [], backpressure: Bool = false,
                   handler: @escaping (BatchedUDPWatcher, ReceivedBatch) -> Void) throws -> Endpoint {
         let socket: UDPSocket
         do {
@@ -78,6 +84,11 @@ final class Worker {
         reader.onProblem = { _, problem in logger.debug("\(problem)") }
         watcher.onError = { _, failure in logger.debug("\(failure)") }
         watcher.onSocketProblem = { _, problem in logger.debug("\(problem)") }
+        if backpressure {
+            watcher.onWritabilityChanged = { [unowned self, unowned reader] _, writable in
+                if !writable { reader.stop() } else if !self.isStopping { reader.start() }
+            }
+        }
         reader.start()
         return Endpoint(socket: socket, reader: reader, watcher: watcher)
     }
