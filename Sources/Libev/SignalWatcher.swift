@@ -13,6 +13,8 @@ internal import Glibc
 /// started by a runtime whose threads block signals, or by a supervisor, inherits them blocked), and a
 /// signal already pending is then delivered to the handler, not to the default action. So a program can
 /// block its stop signals first thing and start its watchers later: a stop request in between waits.
+/// On a loop that reads signals through a signalfd (`.signalFD`), libev blocks the signal instead, and
+/// it stays blocked.
 ///
 /// Threads: libev may read signals through a signalfd, which only sees a signal while no thread has it
 /// unblocked; a thread that leaves it unblocked takes it with the default action (for SIGTERM, the end of
@@ -46,8 +48,14 @@ public final class SignalWatcher: Watcher {
         SignalWatcher.bindings.release(signal: signal, loop: loop.raw)
     }
 
-    /// Unblocks the signal now that libev's handler is in place (see the type's documentation).
+    /// Unblocks the signal now that libev's handler is in place (see the type's documentation). A loop
+    /// that reads signals through a signalfd (`.signalFD`) installs no handler and needs the signal
+    /// blocked (libev blocks it when the watcher starts): the mask is then left alone.
     override func didStart() {
+        var action = sigaction()
+        sigaction(signal, nil, &action)
+        // SIG_DFL is 0 and SIG_IGN 1: anything else is a handler, libev's.
+        guard UInt(bitPattern: unsafeBitCast(action.__sigaction_handler, to: Int.self)) > 1 else { return }
         var unblock = sigset_t()
         sigemptyset(&unblock)
         sigaddset(&unblock, signal)

@@ -47,6 +47,27 @@ import Testing
         }
     }
 
+    /// On a loop that reads signals through a signalfd, the signal must stay blocked (libev blocks it and
+    /// installs no handler): starting the watcher leaves the mask alone, and a raised signal reaches the
+    /// callback. Unblocking it there gave it the default action (the process ended); a child process runs it.
+    @Test func aSignalFDLoopKeepsTheSignalBlockedAndGetsIt() async {
+        await #expect(processExitsWith: .exitCode(0)) {
+            let loop = try EventLoop(flags: .signalFD)
+            var received = false
+            let watcher = try SignalWatcher(loop: loop, signal: SIGUSR2) { watcher in
+                received = true
+                watcher.stop()
+            }
+            let giveUp = TimerWatcher(loop: loop, after: 5) { _ in exit(2) }
+            giveUp.keepsLoopAlive = false
+            giveUp.start()
+            watcher.start()
+            raise(SIGUSR2)
+            loop.run()
+            exit(received ? 0 : 1)
+        }
+    }
+
     @Test func oneSignalCannotBeBoundToTwoLoops() throws {
         let first = try EventLoop()
         let second = try EventLoop()
