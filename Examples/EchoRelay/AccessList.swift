@@ -7,10 +7,12 @@ import Glibc
 /// a public address is not an open relay by accident; `--allow 0.0.0.0/0 --allow ::/0` opens it on purpose.
 /// Checked once per new client (a session's later datagrams were allowed already).
 struct AccessList: CustomStringConvertible {
-    /// A network: the first `prefix` bits of `address` (4 bytes for IPv4, 16 for IPv6).
+    /// A network: the first `prefix` bits of an address. Addresses are compared as 128-bit values (an
+    /// IPv4 address in the low 32 bits, with `isIPv4`), so a check allocates nothing.
     struct Network: CustomStringConvertible {
-        let address: [UInt8]
-        let prefix: Int
+        let address: UInt128
+        let mask: UInt128
+        let isIPv4: Bool
         let text: String
 
         /// Parses `a.b.c.d/n` or `ipv6/n` (a bare address is a single host).
@@ -25,27 +27,20 @@ struct AccessList: CustomStringConvertible {
             } catch {
                 throw ValidationError("--allow: '\(text)': \(error)")
             }
-            let bytes = AccessList.bytes(of: parsed)
-            let bits = bytes.count * 8
+            let (value, isIPv4) = AccessList.value(of: parsed)
+            let bits = isIPv4 ? 32 : 128
             let prefix = parts.count == 2 ? Int(parts[1]) : bits
             guard let prefix, (0...bits).contains(prefix) else {
                 throw ValidationError("--allow: '\(text)': the prefix length must be 0...\(bits)")
             }
-            self.address = bytes
-            self.prefix = prefix
+            let width: UInt128 = isIPv4 ? 0xFFFF_FFFF : ~0
+            mask = prefix == 0 ? 0 : (width << UInt128(bits - prefix)) & width
+            address = value & mask
+            self.isIPv4 = isIPv4
             self.text = text
         }
 
-        func contains(_ bytes: [UInt8]) -> Bool {
-            guard bytes.count == address.count else { return false }
-            var remaining = prefix
-            for (mine, theirs) in zip(address, bytes) where remaining > 0 {
-                let mask: UInt8 = remaining >= 8 ? 0xFF : ~(0xFF >> UInt8(remaining))
-                if mine & mask != theirs & mask { return false }
-                remaining -= 8
-            }
-            return true
-        }
+        func contains(_ value: UInt128, isIPv4: Bool) -> Bool { isIPv4 == self.isIPv4 && value & mask == address }
 
         var description: String { text }
     }
@@ -63,21 +58,22 @@ struct AccessList: CustomStringConvertible {
 
     /// Whether `client` is in an allowed network (an IPv4-mapped IPv6 client is checked as IPv4).
     func allows(_ client: SocketAddress) -> Bool {
-        let bytes = AccessList.bytes(of: client)
-        return networks.contains { $0.contains(bytes) }
+        let (value, isIPv4) = AccessList.value(of: client)
+        return networks.contains { $0.contains(value, isIPv4: isIPv4) }
     }
 
     var description: String { networks.map(\.text).joined(separator: " ") }
 
-    /// The address's bytes: 4 for IPv4 (also when IPv4-mapped in IPv6), 16 for IPv6.
-    static func bytes(of address: SocketAddress) -> [UInt8] {
+    /// The address as a number, most significant byte first, and whether it is IPv4 (also when
+    /// IPv4-mapped in IPv6).
+    static func value(of address: SocketAddress) -> (UInt128, isIPv4: Bool) {
         address.withSockAddr { pointer, _ in
+            func number(_ bytes: UnsafeRawBufferPointer) -> UInt128 { bytes.reduce(0) { $0 << 8 | UInt128($1) } }
             if address.family == .ipv4 {
-                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { withUnsafeBytes(of: $0.pointee.sin_addr) { Array($0) } }
+                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { (withUnsafeBytes(of: $0.pointee.sin_addr, number), true) }
             }
-            let bytes = pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { withUnsafeBytes(of: $0.pointee.sin6_addr) { Array($0) } }
-            let mapped = bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xFF && bytes[11] == 0xFF
-            return mapped ? Array(bytes[12...]) : bytes
+            let value = pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { withUnsafeBytes(of: $0.pointee.sin6_addr, number) }
+            return value >> 32 == 0xFFFF ? (value & 0xFFFF_FFFF, true) : (value, false)  // ::ffff:a.b.c.d
         }
     }
 }

@@ -119,6 +119,9 @@ final class Daemon {
         }
         pthread_sigmask(SIG_UNBLOCK, &blocked, nil)
         control.run()
+        // Stopping a signal watcher gives the signal its default action back: block the two first, so a
+        // late second request while the workers finish is ignored rather than ending the process.
+        pthread_sigmask(SIG_BLOCK, &blocked, nil)
         signalWatchers.forEach { $0.stop() }
         for handle in threadHandles { pthread_join(handle, nil) }
         let totals = finished.withLock { $0 }.reduce(into: Stats()) { $0.add($1) }

@@ -18,7 +18,7 @@ struct EchoRelay: ParsableCommand {
         subcommands: [Echo.self, Relay.self])
 
     /// Blocks SIGINT and SIGTERM before anything else runs: a stop request during start-up then waits,
-    /// pending, until the daemon's signal watchers take it (creating them unblocks the signals), instead of
+    /// pending, until the daemon's signal watchers take it (starting them unblocks the signals), instead of
     /// ending the process with the default action. The daemon honours it once its workers run.
     static func main() {
         var stops = sigset_t()

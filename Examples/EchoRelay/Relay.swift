@@ -254,19 +254,23 @@ final class RelayService: Service {
 
     private func closeIdleSessions() {
         let deadline = worker.loop.now - settings.sessionTimeout
-        for (key, session) in sessions where session.lastActive < deadline {
+        let idle = sessions.filter { $0.value.lastActive < deadline }
+        guard !idle.isEmpty else { return }
+        // The kernel's drops on the sockets about to close, read once for all of them.
+        retired.kernelDrops += KernelDrops.count(idle.values.map(\.socket.fileDescriptor))
+        for (key, session) in idle {
             close(session)
             sessions[key] = nil
             worker.logger.debug("relay: session for \(key.client) closed after \(settings.sessionTimeout) s idle")
         }
     }
 
+    /// Closes a session whose kernel drops were counted already (see `closeIdleSessions`).
     private func close(_ session: Session) {
         session.reader.stop()
         session.watcher.close()
         retired.add(session.reader.counters)
         retired.add(session.watcher.counters)
-        retired.kernelDrops += KernelDrops.count([session.socket.fileDescriptor])
         try? session.socket.close()
     }
 

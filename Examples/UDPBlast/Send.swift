@@ -119,6 +119,12 @@ struct Send: ParsableCommand {
     }
 
     private func runReporting() throws {
+        // SIGINT waits, pending, until the run's SignalWatcher takes it (starting it unblocks SIGINT once
+        // libev's handler is in place): an interrupt during set-up still gets its report and 130.
+        var interrupt = sigset_t()
+        sigemptyset(&interrupt)
+        sigaddset(&interrupt, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &interrupt, nil)
         let blaster = try Blaster(self, destination: try destination())
         let report = blaster.run()
         if json {
@@ -254,6 +260,11 @@ final class Blaster {
             sigint.keepsLoopAlive = false
             sigint.start()
             interruption = sigint
+        } else {
+            var interrupt = sigset_t()
+            sigemptyset(&interrupt)
+            sigaddset(&interrupt, SIGINT)
+            pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)
         }
         refill()
         loop.run()
@@ -316,6 +327,7 @@ final class Blaster {
         guard sendingEnded == 0, !interrupted else { return }
         pacer?.stop()
         watcher.close(flushingWithin: 3600) { [unowned self] _ in
+            guard !self.interrupted else { return }  // SIGINT cut the flush short: no wait for replies
             self.sendingEnded = Blaster.nanoseconds()
             guard let reader = self.reader else { return }
             if self.unique == self.watcher.counters.sent { return reader.stop() }
