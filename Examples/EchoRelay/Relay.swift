@@ -13,8 +13,9 @@ struct Relay: ParsableCommand {
             link-local, ::1, fc00::/7 and fe80::/10, as dnsdist); others are counted (denied), never \
             answered. Each client address gets a session: a socket connected to the upstream, so the kernel accepts \
             replies only from the upstream. Replies go back to the client from the listening socket it \
-            used. Past --max-sessions, datagrams from new clients are dropped and counted (refused); \
-            memory is bounded by the sessions allowed. Each session holds about \
+            used. At --max-sessions, a new client evicts the least recently active unassured session (its \
+            client has not sent again since the upstream answered); if all are assured, it is refused. \
+            Memory is bounded by the sessions allowed. Each session holds about \
             (--session-ring + --session-read-batch) x --max-datagram bytes of buffers. With --threads N, \
             each thread keeps its own sessions, up to its share of --max-sessions (rounded up).
             """)
@@ -28,7 +29,7 @@ struct Relay: ParsableCommand {
     @Option(help: "Client network allowed to use the relay, a.b.c.d/n or ipv6/n (repeatable); replaces the default list. --allow 0.0.0.0/0 --allow ::/0 serves anyone.")
     var allow: [String] = []
 
-    @Option(help: "Most client sessions at once; datagrams from further clients are refused. Lowered at start-up, with a log line, if the descriptor limit cannot hold them.")
+    @Option(help: "Most client sessions at once; a new client then evicts the least recently active unassured session, or is refused when all are assured. Lowered at start-up, with a log line, if the descriptor limit cannot hold them.")
     var maxSessions = 10_000
 
     @Option(help: "Seconds without traffic after which a session is closed.")
@@ -112,6 +113,15 @@ final class RelayService: Service {
         /// The client batch in which a flush of this session's ring made no room (its socket is blocked):
         /// no more flushes for it in that batch.
         var blockedInBatch = -1
+        /// An upstream reply went to the client since its last datagram.
+        var answered = false
+        /// The client sent again after an upstream reply (as conntrack's assured entries): never evicted
+        /// for a newcomer.
+        var assured = false
+        /// Neighbours in its `SessionList` (assured or unassured), by last activity.
+        weak var older: Session?
+        weak var newer: Session?
+        var key: SessionKey { SessionKey(client: client, local: local) }
 
         init(client: SocketAddress, local: SocketAddress?, listener: Int, socket: UDPSocket, now: Double) {
             self.client = client
@@ -129,6 +139,9 @@ final class RelayService: Service {
     private let settings: Relay
     private var listeners: [Endpoint] = []
     private var sessions: [SessionKey: Session] = [:]
+    /// The sessions by last activity: those a newcomer may evict, and those it may not.
+    private var unassured = SessionList(), assured = SessionList()
+    private var evicted = 0
     private var sweep: TimerWatcher!
     /// Counters of closed sessions, so totals never go down.
     private var retired = Stats()
@@ -176,7 +189,7 @@ final class RelayService: Service {
             guard let client = datagram.sender else { continue }
             let key = SessionKey(client: client, local: datagram.replyMetadata?.source)
             guard let session = sessions[key] ?? openSession(for: key, listener: listener, now: now) else { continue }
-            session.lastActive = now
+            clientSent(session, now: now)
             // A client's burst can be larger than its session's ring: past the high-water mark, send what
             // the ring holds now (one sendmmsg for the whole ring, not one per datagram). If that made no
             // room (the upstream socket is blocked), no more flushes for this session in this batch, and
@@ -203,10 +216,18 @@ final class RelayService: Service {
             deniedWarning.log(worker.logger, now: now, "relay: denying clients outside --allow such as \(client)")
             return nil
         }
-        guard sessions.count < maxSessions else {
-            refused += 1
-            fullWarning.log(worker.logger, now: now, "relay: \(maxSessions) sessions open; refusing new clients such as \(client)")
-            return nil
+        if sessions.count >= maxSessions {
+            // Full: the least recently active unassured session (a client that has not sent again since
+            // the upstream answered, such as a spoofed or one-shot source) makes room; assured ones never do.
+            guard let victim = unassured.oldest else {
+                refused += 1
+                fullWarning.log(worker.logger, now: now, "relay: \(maxSessions) sessions open, all assured; refusing new clients such as \(client)")
+                return nil
+            }
+            evicted += 1
+            close(victim)
+            sessions[victim.key] = nil
+            worker.logger.debug("relay: session for \(victim.client) evicted for \(client)")
         }
         do {
             let socket = try UDPSocket(family: upstream.family)
@@ -224,6 +245,7 @@ final class RelayService: Service {
             session.watcher.onSocketProblem = { _, problem in logger.debug("session \(client): \(problem)") }
             if !pausedListeners[listener] { session.reader.start() }
             sessions[key] = session
+            unassured.append(session)
             logger.debug("relay: session for \(client)\(key.local.map { " (contacted at \($0.host))" } ?? "") opened on local \((try? socket.localAddress)?.description ?? "?")")
             return session
         } catch {
@@ -233,8 +255,25 @@ final class RelayService: Service {
         }
     }
 
+    /// A client datagram: the session is active now, and assured if the upstream had answered it.
+    private func clientSent(_ session: Session, now: Double) {
+        session.lastActive = now
+        if session.answered && !session.assured {
+            unassured.remove(session)
+            session.assured = true
+            assured.append(session)
+        } else if session.assured {
+            assured.touch(session)
+        } else {
+            unassured.touch(session)
+        }
+        session.answered = false
+    }
+
     private func fromUpstream(_ batch: ReceivedBatch, session: Session) {
         session.lastActive = worker.loop.now
+        session.answered = true
+        if session.assured { assured.touch(session) } else { unassured.touch(session) }
         let toClient = listeners[session.listener].watcher
         for datagram in batch {
             // The session socket is connected, so the kernel delivers only the upstream's datagrams;
@@ -252,21 +291,32 @@ final class RelayService: Service {
         }
     }
 
+    /// Closes the sessions idle for --session-timeout: only those, from the least recent end of each list.
     private func closeIdleSessions() {
         let deadline = worker.loop.now - settings.sessionTimeout
-        let idle = sessions.filter { $0.value.lastActive < deadline }
+        var idle: [Session] = []
+        for list in [unassured, assured] {
+            var next = list.oldest
+            while let session = next, session.lastActive < deadline {
+                idle.append(session)
+                next = session.newer
+            }
+        }
         guard !idle.isEmpty else { return }
         // The kernel's drops on the sockets about to close, read once for all of them.
-        retired.kernelDrops += KernelDrops.count(idle.values.map(\.socket.fileDescriptor))
-        for (key, session) in idle {
+        retired.kernelDrops += KernelDrops.count(idle.map(\.socket.fileDescriptor))
+        for session in idle {
             close(session)
-            sessions[key] = nil
-            worker.logger.debug("relay: session for \(key.client) closed after \(settings.sessionTimeout) s idle")
+            sessions[session.key] = nil
+            worker.logger.debug("relay: session for \(session.client) closed after \(settings.sessionTimeout) s idle")
         }
     }
 
-    /// Closes a session whose kernel drops were counted already (see `closeIdleSessions`).
+    /// Closes a session and takes it out of its list. The kernel's drops on its socket are counted by
+    /// the idle sweep; an evicted session's are not (reading them would cost a pass over /proc/net/udp
+    /// per newcomer).
     private func close(_ session: Session) {
+        if session.assured { assured.remove(session) } else { unassured.remove(session) }
         session.reader.stop()
         session.watcher.close()
         retired.add(session.reader.counters)
@@ -300,6 +350,7 @@ final class RelayService: Service {
         stats.kernelDrops = retired.kernelDrops
             + KernelDrops.count(listeners.map(\.socket.fileDescriptor) + sessions.values.map(\.socket.fileDescriptor))
         stats.refused = refused
+        stats.evicted = evicted
         stats.denied = denied
         stats.foreign = foreign
         stats.sessions = sessions.count

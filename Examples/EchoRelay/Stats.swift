@@ -24,6 +24,8 @@ struct Stats {
     var socketErrors = 0
     /// Relay: datagrams from new clients refused because --max-sessions sessions exist.
     var refused = 0
+    /// Relay: unassured sessions closed to make room for a new client.
+    var evicted = 0
     /// Relay: datagrams from clients outside the --allow networks.
     var denied = 0
     /// Relay: datagrams on a session socket from someone other than the upstream.
@@ -62,6 +64,7 @@ struct Stats {
         socketErrors += other.socketErrors
         refused += other.refused
         denied += other.denied
+        evicted += other.evicted
         foreign += other.foreign
         queued += other.queued
         sessions += other.sessions
@@ -73,7 +76,7 @@ struct Stats {
         return "in \(rate(received, previous.received))/s (total \(received) datagrams, \(receivedBytes) bytes)"
             + " | out \(rate(sent, previous.sent))/s (total \(sent) datagrams, \(sentBytes) bytes)"
             + " | drops queue_full=\(queueFull) kernel_drops=\(kernelDrops) send_failed=\(sendFailed) truncated=\(truncated)"
-            + " receive_errors=\(receiveErrors) refused=\(refused) denied=\(denied) foreign=\(foreign)"
+            + " receive_errors=\(receiveErrors) refused=\(refused) evicted=\(evicted) denied=\(denied) foreign=\(foreign)"
             + " | socket_errors=\(socketErrors) | queued \(queued) | sessions \(sessions)"
     }
 
@@ -81,6 +84,6 @@ struct Stats {
     var totals: String {
         "received \(received) datagrams (\(receivedBytes) bytes), sent \(sent) (\(sentBytes) bytes);"
             + " drops queue_full=\(queueFull) kernel_drops=\(kernelDrops) send_failed=\(sendFailed) truncated=\(truncated)"
-            + " receive_errors=\(receiveErrors) refused=\(refused) denied=\(denied) foreign=\(foreign); socket_errors=\(socketErrors); queued \(queued); sessions \(sessions)"
+            + " receive_errors=\(receiveErrors) refused=\(refused) evicted=\(evicted) denied=\(denied) foreign=\(foreign); socket_errors=\(socketErrors); queued \(queued); sessions \(sessions)"
     }
 }

@@ -28,8 +28,8 @@ let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan
         try relay.waitForLog(timeout: timeout) { _ in relay.latestStats().map(condition) ?? false }
     }
 
-    /// 64 sessions fill the table; 4,000 more client addresses are refused and cost no memory: the
-    /// relay's resident size stays where the 64 sessions put it.
+    /// 64 sessions fill the table; 4,000 more client addresses, each sending once, evict each other's
+    /// unassured sessions and cost no memory: the relay's resident size stays where the 64 sessions put it.
     @Test func floodOfClientAddressesCannotGrowMemoryPastMaxSessions() throws {
         let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
         let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.addresses[0].description,
@@ -42,7 +42,7 @@ let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan
         let full = relay.residentBytes
         let flood = 4_000
         for client in 64..<(64 + flood) { try send([2], from: clientAddress(client), to: target) }
-        try waitForStats(relay) { $0.contains("refused=\(flood) ") }
+        try waitForStats(relay) { $0.contains("evicted=\(flood) ") }
         let flooded = relay.residentBytes
         print("relay resident memory: idle \(idle >> 10) KiB, 64 sessions \(full >> 10) KiB, after \(flood) more client addresses \(flooded >> 10) KiB")
         #expect(relay.latestStats()?.hasSuffix("sessions 64") == true)
@@ -135,8 +135,8 @@ let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan
     }
 
     /// Under a descriptor limit of 128 the relay lowers --max-sessions in one log line at start-up; a
-    /// flood of 1,000 one-datagram clients then fills the sessions, the rest are refused and counted,
-    /// and the log stays a few lines long (warnings a sender can provoke are rate limited).
+    /// flood of 1,000 one-datagram clients then fills the sessions and evicts its own unassured ones, all
+    /// counted, and the log stays a few lines long (warnings a sender can provoke are rate limited).
     @Test func aSmallDescriptorLimitLowersMaxSessionsAndTheFloodStaysQuiet() throws {
         let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
         let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.addresses[0].description,
@@ -148,13 +148,42 @@ let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan
                 line.split(separator: " ").first(where: { $0.hasPrefix(label) }).flatMap { Int($0.dropFirst(label.count)) }
             }
             // Without root the listener's buffer is capped at rmem_max: what it could not hold, the kernel counted.
-            guard let refused = count("refused="), let dropped = count("kernel_drops="),
+            guard let refused = count("refused="), let evicted = count("evicted="), let dropped = count("kernel_drops="),
                   let sessions = line.split(separator: "| sessions ").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else { return false }
-            return refused + dropped + sessions == 1000
+            return refused + evicted + dropped + sessions == 1000
         }
         let warnings = relay.log.split(separator: "\n").filter { $0.contains(" warning ") }
         #expect(warnings.count <= 3, "\(warnings.count) warning lines:\n\(warnings.joined(separator: "\n"))")
         #expect(relay.stop() == 0)
+        _ = upstream.stop()
+    }
+
+    /// When the sessions are full, a newcomer evicts the least recently active *unassured* session (its
+    /// client has not sent again since the upstream answered), never an assured one: after a flood of 500
+    /// one-datagram clients through --max-sessions 16, an assured client established before it is still
+    /// served, and a client that arrives right after the flood is answered.
+    @Test func aFloodEvictsUnassuredSessionsNeverAssuredOnes() throws {
+        let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
+        let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.addresses[0].description,
+                                      "--max-sessions", "16", "--stats-interval", "0.1"])
+        let target = relay.addresses[0]
+        let regular = try Receiver()
+        try regular.socket.connect(to: target)
+        func exchange(_ client: Receiver, _ byte: UInt8) -> [[UInt8]] {
+            _ = [byte].withUnsafeBytes { Glibc.send(client.socket.fileDescriptor, $0.baseAddress, 1, 0) }
+            return client.receive(1, timeout: 3)
+        }
+        #expect(exchange(regular, 1) == [[1]])
+        #expect(exchange(regular, 2) == [[2]], "sent again after the answer: assured")
+        let flood = 500
+        for index in 0..<flood { try send([3], from: clientAddress(index), to: target) }
+        try waitForStats(relay) { $0.contains("evicted=\(flood - 15) ") }
+        let late = try Receiver()
+        try late.socket.connect(to: target)
+        #expect(exchange(late, 4) == [[4]], "a client right after the flood is answered")
+        #expect(exchange(regular, 5) == [[5]], "the assured session survived the flood")
+        #expect(relay.stop() == 0)
+        #expect(relay.log.contains("refused=0 evicted=\(flood - 15 + 1) "), "\(relay.log.suffix(400))")
         _ = upstream.stop()
     }
 }

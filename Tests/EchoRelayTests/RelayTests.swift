@@ -90,8 +90,11 @@ import TestSupport
                                       "--max-sessions", "2"])
         let clients = try (0..<3).map { _ in try client(of: relay) }
         for client in clients.prefix(2) {
-            send([7], from: client)
-            #expect(client.receive(1, timeout: 3) == [[7]])
+            // Two exchanges: a client that sends again after an answer is assured, and never evicted.
+            for byte: UInt8 in [6, 7] {
+                send([byte], from: client)
+                #expect(client.receive(1, timeout: 3) == [[byte]])
+            }
         }
         for _ in 0..<5 { send([8], from: clients[2]) }
         #expect(clients[2].receive(1, timeout: 0.5).isEmpty)
