@@ -1,34 +1,26 @@
 import Glibc
 
 /// Datagrams the kernel dropped on arrival at the daemon's own sockets (receive buffer full, which is
-/// where backpressure leaves them): the `drops` column of `/proc/net/udp` and `/proc/net/udp6` for the
-/// sockets' inodes. Read when stats are printed, never per datagram.
+/// where backpressure leaves them): the socket's drop counter, `SK_MEMINFO_DROPS` of `SO_MEMINFO` (Linux
+/// 4.6; the `drops` column of `/proc/net/udp`). One getsockopt per socket, read when stats are printed or a
+/// session closes, never per datagram.
 enum KernelDrops {
     /// The drops counted on `descriptors`' sockets, which must be open.
     static func count(_ descriptors: [Int32]) -> Int {
-        var inodes = Set<UInt64>()
-        for fd in descriptors {
-            var status = stat()
-            if fstat(fd, &status) == 0 { inodes.insert(UInt64(status.st_ino)) }
-        }
-        guard !inodes.isEmpty else { return 0 }
-        return ["/proc/net/udp", "/proc/net/udp6"].reduce(0) { $0 + drops(in: $1, inodes: inodes) }
+        descriptors.reduce(0) { $0 + count($1) }
     }
 
-    /// Sums the last column of the rows of `table` whose inode (the tenth column) is in `inodes`.
-    private static func drops(in table: String, inodes: Set<UInt64>) -> Int {
-        guard let file = fopen(table, "r") else { return 0 }
-        defer { fclose(file) }
-        var total = 0
-        var line: UnsafeMutablePointer<CChar>?
-        var capacity = 0
-        defer { free(line) }
-        while getline(&line, &capacity, file) > 0, let line {
-            let fields = String(cString: line).split(whereSeparator: { $0 == " " || $0 == "\n" })
-            guard fields.count >= 13, let inode = UInt64(fields[9]), inodes.contains(inode),
-                  let drops = Int(fields[fields.count - 1]) else { continue }
-            total += drops
-        }
-        return total
+    /// The drops counted on one open socket; 0 if the kernel does not say.
+    static func count(_ descriptor: Int32) -> Int {
+        // SK_MEMINFO_VARS is 9 on current kernels; room for more, which later kernels may add at the end.
+        var memory = (UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0),
+                      UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0))
+        var length = socklen_t(MemoryLayout.size(ofValue: memory))
+        guard getsockopt(descriptor, SOL_SOCKET, SO_MEMINFO, &memory, &length) == 0,
+              Int(length) > dropsIndex * MemoryLayout<UInt32>.size else { return 0 }
+        return withUnsafeBytes(of: &memory) { Int($0.load(fromByteOffset: dropsIndex * MemoryLayout<UInt32>.size, as: UInt32.self)) }
     }
+
+    /// `SK_MEMINFO_DROPS` in <linux/sock_diag.h>.
+    private static let dropsIndex = 8
 }

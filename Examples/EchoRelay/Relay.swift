@@ -302,9 +302,6 @@ final class RelayService: Service {
                 next = session.newer
             }
         }
-        guard !idle.isEmpty else { return }
-        // The kernel's drops on the sockets about to close, read once for all of them.
-        retired.kernelDrops += KernelDrops.count(idle.map(\.socket.fileDescriptor))
         for session in idle {
             close(session)
             sessions[session.key] = nil
@@ -312,15 +309,15 @@ final class RelayService: Service {
         }
     }
 
-    /// Closes a session and takes it out of its list. The kernel's drops on its socket are counted by
-    /// the idle sweep; an evicted session's are not (reading them would cost a pass over /proc/net/udp
-    /// per newcomer).
+    /// Closes a session and takes it out of its list; its counters, and the kernel's drops on its socket,
+    /// go on counting in `retired`.
     private func close(_ session: Session) {
         if session.assured { assured.remove(session) } else { unassured.remove(session) }
         session.reader.stop()
         session.watcher.close()
         retired.add(session.reader.counters)
         retired.add(session.watcher.counters)
+        retired.kernelDrops += KernelDrops.count(session.socket.fileDescriptor)
         try? session.socket.close()
     }
 

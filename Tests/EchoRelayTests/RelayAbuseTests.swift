@@ -134,15 +134,17 @@ let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan
         _ = upstream.stop()
     }
 
-    /// Under a descriptor limit of 128 the relay lowers --max-sessions in one log line at start-up; a
-    /// flood of 1,000 one-datagram clients then fills the sessions and evicts its own unassured ones, all
-    /// counted, and the log stays a few lines long (warnings a sender can provoke are rate limited).
-    @Test func aSmallDescriptorLimitLowersMaxSessionsAndTheFloodStaysQuiet() throws {
+    /// The issue's reproduction: under the common descriptor limit of 1,024 the relay lowers --max-sessions
+    /// (10,000 by default) in one log line at start-up; a flood of 3,000 one-datagram clients then fills the
+    /// sessions and evicts its own unassured ones, all counted; the log stays a few lines long (warnings a
+    /// sender can provoke are rate limited), and a loopback client that arrives right after is answered.
+    @Test func aFloodUnderTheCommonDescriptorLimitStaysQuietAndTheNextClientIsAnswered() throws {
         let upstream = try RunningRelay(["echo", "--listen", "127.0.0.1:0"])
         let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.addresses[0].description,
-                                      "--stats-interval", "0.2"], launcher: ["/usr/bin/prlimit", "--nofile=128:128"])
-        #expect(relay.log.contains("the descriptor limit is 128; lowering --max-sessions from 10000 to"), "\(relay.log)")
-        for index in 0..<1000 { try send([1, 2, 3], from: clientAddress(index), to: relay.addresses[0]) }
+                                      "--stats-interval", "0.2"], launcher: ["/usr/bin/prlimit", "--nofile=1024:1024"])
+        #expect(relay.log.contains("the descriptor limit is 1024; lowering --max-sessions from 10000 to"), "\(relay.log)")
+        let flood = 3_000
+        for index in 0..<flood { try send([1, 2, 3], from: clientAddress(index), to: relay.addresses[0]) }
         try waitForStats(relay) { line in
             func count(_ label: String) -> Int? {
                 line.split(separator: " ").first(where: { $0.hasPrefix(label) }).flatMap { Int($0.dropFirst(label.count)) }
@@ -150,12 +152,44 @@ let addressSanitizerIsOn = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan
             // Without root the listener's buffer is capped at rmem_max: what it could not hold, the kernel counted.
             guard let refused = count("refused="), let evicted = count("evicted="), let dropped = count("kernel_drops="),
                   let sessions = line.split(separator: "| sessions ").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else { return false }
-            return refused + evicted + dropped + sessions == 1000
+            return refused + evicted + dropped + sessions == flood
         }
+        let late = try Receiver()
+        try late.socket.connect(to: relay.addresses[0])
+        _ = [UInt8(7)].withUnsafeBytes { Glibc.send(late.socket.fileDescriptor, $0.baseAddress, 1, 0) }
+        #expect(late.receive(1, timeout: 3) == [[7]], "a client right after the flood is answered")
         let warnings = relay.log.split(separator: "\n").filter { $0.contains(" warning ") }
         #expect(warnings.count <= 3, "\(warnings.count) warning lines:\n\(warnings.joined(separator: "\n"))")
         #expect(relay.stop() == 0)
         _ = upstream.stop()
+    }
+
+    /// The kernel's drops on a session's socket stay in `kernel_drops` after the session is evicted: a
+    /// stopped relay lets an upstream flood overflow the session's receive buffer, then a newcomer evicts
+    /// that (unassured) session, and the count does not fall back.
+    @Test func anEvictedSessionsKernelDropsStayCounted() throws {
+        let upstream = try Receiver()
+        let relay = try RunningRelay(["relay", "--listen", "127.0.0.1:0", "--upstream", upstream.address.description,
+                                      "--max-sessions", "1", "--stats-interval", "0.1"])
+        let target = relay.addresses[0]
+        try send([1], from: clientAddress(0), to: target)
+        let session = try #require(upstream.receiveWithSenders(1).first?.sender, "the relay opened no session")
+        kill(relay.process.processIdentifier, SIGSTOP)
+        let flood = [UInt8](repeating: 9, count: 100)
+        session.withSockAddr { address, length in
+            for _ in 0..<5_000 { _ = sendto(upstream.socket.fileDescriptor, flood, flood.count, 0, address, length) }
+        }
+        kill(relay.process.processIdentifier, SIGCONT)
+        func drops(_ line: String) -> Int {
+            line.split(separator: " ").first(where: { $0.hasPrefix("kernel_drops=") }).flatMap { Int($0.dropFirst(13)) } ?? 0
+        }
+        var before = 0
+        try waitForStats(relay) { line in before = drops(line); return before > 0 }
+        try send([2], from: clientAddress(1), to: target)
+        try waitForStats(relay) { $0.contains("evicted=1 ") }
+        let after = drops(try #require(relay.latestStats()))
+        #expect(after >= before, "kernel_drops fell from \(before) to \(after) when the session was evicted")
+        #expect(relay.stop() == 0)
     }
 
     /// When the sessions are full, a newcomer evicts the least recently active *unassured* session (its
