@@ -114,6 +114,7 @@ bench: deps
 	cc -O2 -Wall -o .build/c-refs/send_ref Benchmarks/CReferences/send_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/echo_ref Benchmarks/CReferences/echo_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/recv_ref Benchmarks/CReferences/recv_ref.c -lev
+	cc -O2 -Wall -o .build/c-refs/pingpong_ref Benchmarks/CReferences/pingpong_ref.c
 	$(SWIFT) build -c release --package-path Benchmarks --product nio-peer
 	$(SWIFT) build -c release --package-path Benchmarks --product instruction-counts
 	./Scripts/instructions.sh Benchmarks/.build/release/instruction-counts .build/c-refs/send_ref .build/c-refs/recv_ref \

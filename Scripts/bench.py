@@ -5,7 +5,9 @@ Every workload runs BENCH_ROUNDS rounds (default 5); within a round the contende
 so drift on the machine hits them alike; each figure is the median over the rounds. Send figures are
 whole-process wall time (start to exit) for COUNT datagrams to a loopback socket that never reads (this
 script holds it); echo figures are round trips per second from the same client, udp-blast with 4,096
-datagrams awaiting replies. Same payload sizes, batch sizes and sink for every contender.
+datagrams awaiting replies; latency figures are round-trip p50s of a paced udp-blast and of a closed-loop
+C ping-pong client running at the same time against the C echo server. Same payload sizes, batch sizes and
+sink for every contender.
 
 Usage: Scripts/bench.py MALLOC_REPORT INSTRUCTIONS
   MALLOC_REPORT: the ordo-one suite's markdown output (mallocs per datagram, metadata costs);
@@ -26,6 +28,7 @@ RELAY = ".build/release/echo-relay"
 NIO = "Benchmarks/.build/release/nio-peer"
 SEND_REF = ".build/c-refs/send_ref"
 ECHO_REF = ".build/c-refs/echo_ref"
+PINGPONG_REF = ".build/c-refs/pingpong_ref"
 
 
 def run(command):
@@ -132,6 +135,28 @@ def measure_echo(count):
     return {name: statistics.median(values) for name, values in rates.items()}, memory, (idle_long, peak_long)
 
 
+def measure_paced_latency(seconds=2, rate=20000):
+    """Round-trip p50 of a paced udp-blast and of a closed-loop C ping-pong client (one datagram in flight,
+    the clock read right before send and right after recv), both against the C echo server at the same time."""
+    server = Server([ECHO_REF, "127.0.0.1", "0"])
+    host, port = server.address.split(":")
+    blast, pingpong = [], []
+    for _ in range(ROUNDS):
+        reference = subprocess.Popen([PINGPONG_REF, host, port, str(seconds)], stdout=subprocess.PIPE, text=True)
+        _, output = run([BLAST, "--to", server.address, "--rate", str(rate), "--duration", str(seconds),
+                         "--expect-replies", "--json"])
+        reference_output, _ = reference.communicate(timeout=seconds + 30)
+        if reference.returncode != 0:
+            sys.exit(f"bench: {PINGPONG_REF} failed ({reference.returncode})")
+        report = json.loads(output)
+        if report["lost"] != 0:
+            sys.exit(f"bench: {report['lost']} replies lost in the paced run")
+        blast.append(report["rtt_p50_us"])
+        pingpong.append(json.loads(reference_output)["rtt_p50_us"])
+    server.stop()
+    return blast, pingpong
+
+
 def ordo_p50(report_path, metric, convert):
     """One metric's p50 per benchmark, from the ordo-one suite's markdown output: `convert` turns the
     row's label (which carries the unit) and its p50 cell into the figure."""
@@ -228,6 +253,15 @@ def main():
     ratio_row(workload, "echo-relay ÷ C echo (rate, same client)", "", f"{r:.2f}×", "≥ 0.9×", r >= 0.9)
     r = rates["echo-relay echo --gro, client GSO+GRO"] / reference
     ratio_row(workload, "echo-relay GSO+GRO ÷ C echo (rate)", "", f"{r:.2f}×", "≥ 2×", r >= 2)
+    paced, pingpong = measure_paced_latency()
+    workload = "round-trip p50, 64 B, against the C echo, both clients at once"
+    ratio_row(workload, "udp-blast --rate 20000 (kernel receive timestamps)",
+              f"{statistics.median(paced):.1f} µs (rounds {min(paced):.1f}–{max(paced):.1f})", "", "", None)
+    ratio_row(workload, "C ping-pong client (one in flight)",
+              f"{statistics.median(pingpong):.1f} µs (rounds {min(pingpong):.1f}–{max(pingpong):.1f})", "", "", None)
+    r = statistics.median(paced) / statistics.median(pingpong)
+    ratio_row(workload, "udp-blast paced ÷ C ping-pong (p50)", "", f"{r:.2f}×", "≤ 3×", r <= 3)
+
     growth = max(peak - idle for idle, peak in memory)
     ratio_row("memory", f"echo-relay peak RSS − RSS at start, {echo_count:,} round trips", f"{growth:,} KiB", "", "≤ 4,096 KiB", growth <= 4096)
     peak = max(p for _, p in memory)

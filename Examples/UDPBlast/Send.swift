@@ -23,7 +23,7 @@ struct Send: ParsableCommand {
     @Option(help: "Send for this many seconds instead of a fixed --count.")
     var duration: Double?
 
-    @Option(help: "Datagrams per second; unlimited when omitted.")
+    @Option(help: "Datagrams per second, spread evenly: a pacer tick every 1/RATE seconds (20 µs at the least) sends what is due and sends it at once. After a stall (the process was not scheduled, the window or the ring was full) a tick catches up at most 2 ms of the schedule and skips the rest, counted as pace_skipped, rather than sending a burst. Unlimited when omitted.")
     var rate: Double?
 
     @Option(help: "Payload bytes per datagram, 8...65507 (16 or more with --expect-replies).")
@@ -64,7 +64,7 @@ struct Send: ParsableCommand {
     @Option(help: "SO_SNDBUF in bytes (the kernel doubles it and enforces a minimum).")
     var sndbuf: Int?
 
-    @Flag(help: "Read the replies (an echo server's) and report received, lost, reordered and round-trip times. A round trip runs from the time stamped into the datagram as it is enqueued to the kernel's receive time of its reply (SO_TIMESTAMPNS), so it includes the wait in the send ring, the echo server's own delay and both kernels' paths, not this process's reading delay.")
+    @Flag(help: "Read the replies (an echo server's) and report received, lost, reordered and round-trip times. A round trip runs from the time stamped into the datagram as it is enqueued to the kernel's receive time of its reply (SO_TIMESTAMPNS): both kernels' paths and the echo server's own delay, not this process's reading delay. With --rate a datagram is stamped right before the sendmmsg that sends it; without, the ring is kept full and the wait in it counts too.")
     var expectReplies = false
 
     @Option(help: "With --expect-replies: at most this many datagrams awaiting their reply (a closed loop that measures round trips per second without overrunning the echo server). A datagram whose reply has not come within --timeout seconds is written off (counted lost unless the reply comes later) and frees its place, so lost replies never stall the run.")
@@ -200,7 +200,9 @@ final class Blaster {
         limit = options.count ?? (options.duration == nil ? 1_000_000 : Int.max)
         metadata = options.ecn.map { SendMetadata(ecn: $0.codepoint) }
         do {
-            loop = try EventLoop()
+            // A paced run needs timers finer than epoll's millisecond: select's resolve microseconds, and
+            // with one or two descriptors select costs no more than epoll.
+            loop = try EventLoop(backend: options.rate == nil ? .epoll : .select)
             let socket = try UDPSocket(family: destination.family)
             if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
             if options.expectReplies { try? socket.setReceiveBufferSize(64 << 20, force: true) }
@@ -232,9 +234,8 @@ final class Blaster {
         start = Blaster.nanoseconds()
         reader?.start()
         if let rate = options.rate {
-            let timer = TimerWatcher(loop: loop, after: 0.001, repeat: 0.001) { [unowned self] _ in
-                self.refill(upTo: Int(rate * Double(Blaster.nanoseconds() - self.start) / 1e9))
-            }
+            let period = max(1 / rate, Blaster.shortestPacingPeriod)
+            let timer = TimerWatcher(loop: loop, after: period, repeat: period) { [unowned self] _ in self.pace(rate) }
             timer.start()
             pacer = timer
         }
@@ -271,6 +272,31 @@ final class Blaster {
         windowWatchdog?.stop()
         interruption?.stop()
         return report()
+    }
+
+    /// --rate: datagrams at most one pacer tick may catch up after a stall (2 ms of the rate, at least 1);
+    /// the rest of the missed schedule is skipped and counted, never sent as a burst.
+    private var pacedBurstLimit: Int { max(1, Int(options.rate.map { $0 * 0.002 } ?? 1)) }
+    /// --rate: datagrams the schedule skipped rather than burst after a stall, and the most one tick sent.
+    private var paceSkipped = 0, largestPacedBurst = 0
+    /// The finest pacer period: the select backend's timers resolve microseconds; the timer slack of a
+    /// normal thread (50 µs) is the real limit.
+    static let shortestPacingPeriod = 20e-6
+
+    /// One pacer tick: what the schedule says is due by now, at most ``pacedBurstLimit`` beyond what was
+    /// sent, leaves at once (enqueue, then flush: the send-time stamps are taken just before sendmmsg).
+    private func pace(_ rate: Double) {
+        var due = Int(rate * Double(Blaster.nanoseconds() - start) / 1e9) - paceSkipped
+        if due - next > pacedBurstLimit {
+            paceSkipped += due - next - pacedBurstLimit
+            due = next + pacedBurstLimit
+        }
+        let before = next
+        refill(upTo: due)
+        if next > before {
+            largestPacedBurst = max(largestPacedBurst, next - before)
+            watcher.flush()
+        }
     }
 
     /// Enqueues until the ring is at its high mark, the pace allows no more, or sending is over.
@@ -387,6 +413,9 @@ final class Blaster {
             ("pps", .int(Int(Double(c.sent) / max(seconds, 1e-9)))),
             ("mbit_per_s", .rate(Double(c.sentBytes) * 8 / max(seconds, 1e-9) / 1e6)),
         ]
+        if options.rate != nil {
+            fields += [("pace_skipped", .int(paceSkipped)), ("largest_burst", .int(largestPacedBurst))]
+        }
         if reader != nil {
             let micro = { (ns: UInt64) in Double(ns) / 1000 }
             fields += [

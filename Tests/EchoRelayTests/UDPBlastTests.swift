@@ -49,7 +49,8 @@ import TestSupport
 
     /// Runs udp-blast with `arguments`, sending SIGINT after `interruptAfter` seconds if given; kills it
     /// if it is still running after `deadline` seconds (`hung`). Returns its status and output.
-    static func blast(_ arguments: [String], interruptAfter: Double? = nil, deadline: Double = 20) throws
+    static func blast(_ arguments: [String], interruptAfter: Double? = nil, deadline: Double = 20,
+                      meanwhile: ((pid_t) -> Void)? = nil) throws
         -> (status: Int32, hung: Bool, stdout: String, stderr: String) {
         let blast = Process()
         blast.executableURL = RunningRelay.productsDirectory.appendingPathComponent("udp-blast")
@@ -58,6 +59,7 @@ import TestSupport
         blast.standardOutput = output
         blast.standardError = errors
         try blast.run()
+        meanwhile?(blast.processIdentifier)
         if let interruptAfter {
             usleep(UInt32(interruptAfter * 1e6))
             kill(blast.processIdentifier, SIGINT)
@@ -84,6 +86,28 @@ import TestSupport
         let sent = report["sent"] as? Int ?? 0, failed = report["failed"] as? Int ?? 0, count = report["count"] as? Int ?? -1
         #expect(sent > 0 && sent + failed == count, "\(report)")
         #expect((report["received"] as? Int ?? 0) > 0, "\(report)")
+    }
+
+    /// A paced run spreads its datagrams and never makes up for a stall with a burst: stopped (SIGSTOP) for
+    /// 300 ms in a 2 s run at 2,000/s, it catches up at most 2 ms of the schedule (4 datagrams) in
+    /// one tick and counts the rest of the missed schedule as skipped.
+    @Test func aPacedRunCatchesUpAStallWithoutABurst() throws {
+        let sink = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        defer { _ = try? sink.close() }
+        let run = try UDPBlastTests.blast(["--to", try sink.localAddress.description, "--rate", "2000", "--duration", "2",
+                                           "--json"]) { pid in
+            usleep(300_000)
+            kill(pid, SIGSTOP)
+            usleep(300_000)
+            kill(pid, SIGCONT)
+        }
+        #expect(!run.hung && run.status == 0, "status \(run.status); \(run.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+        let burst = report["largest_burst"] as? Int ?? -1, skipped = report["pace_skipped"] as? Int ?? -1
+        #expect((1...4).contains(burst), "one pacer tick sent \(burst) datagrams: \(report)")
+        #expect(skipped >= 400, "a 300 ms stall at 2,000/s skips about 600 datagrams, not \(skipped): \(report)")
+        let sent = report["sent"] as? Int ?? 0
+        #expect(sent + skipped >= 3800 && sent <= 4000, "\(report)")
     }
 
     /// --max-loss decides the exit status: about 10% of replies lost passes --max-loss 0.5 and fails
