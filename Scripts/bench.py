@@ -274,12 +274,20 @@ def main():
     times = wall_times(sys.argv[1])
     datagrams_per_iteration = 10000
     for segmentation in ["off", "on"]:
+        # As a wildcard server sends: a destination per datagram, with or without the source to answer from.
+        plain = times.get(f"send 64 B, GSO {segmentation}, wildcard socket, destination per datagram, {datagrams_per_iteration} datagrams")
+        sourced = times.get(f"send 64 B, GSO {segmentation}, wildcard socket, destination and source address per datagram, {datagrams_per_iteration} datagrams")
+        if plain and sourced:
+            r = sourced / plain
+            ratio_row("metadata (ordo-one)", f"send 64 B GSO {segmentation}, wildcard socket: with a source per datagram ÷ without (time)",
+                      f"{sourced * 1e3:.2f} vs {plain * 1e3:.2f} ms", f"{r:.2f}×", "≤ 1.10×", r <= 1.10)
+        # On a connected socket the kernel caches the route unless a datagram names its source, so this
+        # pair mostly measures the kernel's route lookup per sourced datagram: shown, no target.
         plain = times.get(f"send 64 B, GSO {segmentation}, {datagrams_per_iteration} datagrams")
         sourced = times.get(f"send 64 B, GSO {segmentation}, source address per datagram, {datagrams_per_iteration} datagrams")
         if plain and sourced:
-            r = sourced / plain
-            ratio_row("metadata (ordo-one)", f"send 64 B GSO {segmentation}: with a source per datagram ÷ without (time)",
-                      f"{sourced * 1e3:.2f} vs {plain * 1e3:.2f} ms", f"{r:.2f}×", "≤ 1.10×", r <= 1.10)
+            ratio_row("metadata (ordo-one)", f"send 64 B GSO {segmentation}, connected socket: with a source per datagram ÷ without (time)",
+                      f"{sourced * 1e3:.2f} vs {plain * 1e3:.2f} ms", f"{sourced / plain:.2f}×", "", None)
     explicit = times.get(f"echo round trips 64 B, window 256, {datagrams_per_iteration} datagrams")
     wildcard = times.get(f"echo round trips 64 B, window 256, wildcard listener with metadata, {datagrams_per_iteration} datagrams")
     if explicit and wildcard:

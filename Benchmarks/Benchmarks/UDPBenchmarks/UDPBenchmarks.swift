@@ -13,13 +13,14 @@ func blackHole() throws -> (UDPSocket, SocketAddress) {
     return (sink, try sink.localAddress)
 }
 
-/// Queues `count` datagrams of `size` bytes (each with `metadata`) and runs the loop until they are all sent.
-func send(_ watcher: BatchedUDPWatcher, count: Int, size: Int, metadata: SendMetadata? = nil) {
+/// Queues `count` datagrams of `size` bytes (each to `destination`, with `metadata`) and runs the loop
+/// until they are all sent.
+func send(_ watcher: BatchedUDPWatcher, count: Int, size: Int, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil) {
     var next = 0
     while next < count {
         while next < count {
             let sequence = next
-            guard (try? watcher.enqueue(metadata: metadata) { slot in
+            guard (try? watcher.enqueue(to: destination, metadata: metadata) { slot in
                 slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
                 return size
             }) != nil else { break }
@@ -39,7 +40,7 @@ let benchmarks: @Sendable () -> Void = {
     let sends = [(64, false, false), (64, true, false), (1200, false, false), (1200, true, false), (64, false, true), (64, true, true)]
     for (size, segmentation, sourced) in sends {
         let name = "send \(size) B, GSO \(segmentation ? "on" : "off"), " + (sourced ? "source address per datagram, " : "") + "\(datagramsPerIteration) datagrams"
-        Benchmark(name, configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+        Benchmark(name, configuration: .init(metrics: metrics, timeUnits: .microseconds, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
             let loop = try EventLoop()
             let (sink, address) = try blackHole()
             let socket = try UDPSocket(family: .ipv4)
@@ -61,7 +62,36 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("receive 64 B, \(datagramsPerIteration) datagrams", configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+    // The same sends as a server on a wildcard address makes them: an unbound-to-one-address socket that
+    // names each datagram's destination, with and without the source address to answer from. Both route
+    // every datagram in the kernel; on a connected socket (above) the route is cached unless a datagram
+    // names its source, so that pair measures the kernel's route lookup more than the library.
+    for segmentation in [false, true] {
+        for sourced in [false, true] {
+            let name = "send 64 B, GSO \(segmentation ? "on" : "off"), wildcard socket, destination " + (sourced ? "and source address " : "") + "per datagram, \(datagramsPerIteration) datagrams"
+            Benchmark(name, configuration: .init(metrics: metrics, timeUnits: .microseconds, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+                let loop = try EventLoop()
+                let (sink, address) = try blackHole()
+                let socket = try UDPSocket(bindingTo: SocketAddress(ipv4: 0, 0, 0, 0, port: 0))
+                var configuration = BatchedUDPWatcher.Configuration()
+                configuration.capacity = 4096
+                configuration.maxDatagramSize = 64
+                configuration.segmentation = segmentation ? .automatic : .off
+                let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
+                let metadata = sourced ? SendMetadata(source: .loopbackIPv4(port: 0)) : nil
+                send(watcher, count: datagramsPerIteration, size: 64, to: address, metadata: metadata)  // warm-up
+                benchmark.startMeasurement()
+                for _ in benchmark.scaledIterations {
+                    send(watcher, count: datagramsPerIteration, size: 64, to: address, metadata: metadata)
+                }
+                benchmark.stopMeasurement()
+                Benchmark.blackHole(watcher.counters.sent)
+                withExtendedLifetime(sink) {}
+            }
+        }
+    }
+
+    Benchmark("receive 64 B, \(datagramsPerIteration) datagrams", configuration: .init(metrics: metrics, timeUnits: .microseconds, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
         let loop = try EventLoop()
         let socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
         try socket.setReceiveBufferSize(64 << 20, force: true)
@@ -93,7 +123,7 @@ let benchmarks: @Sendable () -> Void = {
     // destination and answers from it (enqueue(_:replyingTo:)), as a multi-homed server must.
     for wildcard in [false, true] {
     let name = "echo round trips 64 B, window 256, " + (wildcard ? "wildcard listener with metadata, " : "") + "\(datagramsPerIteration) datagrams"
-    Benchmark(name, configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+    Benchmark(name, configuration: .init(metrics: metrics, timeUnits: .microseconds, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
         let loop = try EventLoop()
         let server = try UDPSocket(bindingTo: wildcard ? SocketAddress(ipv4: 0, 0, 0, 0, port: 0) : .loopbackIPv4(port: 0))
         try server.setReceiveBufferSize(8 << 20, force: true)
