@@ -1,24 +1,28 @@
 internal import CLibev
 internal import Glibc
-#if DEBUG
 internal import Synchronization
-#endif
 
 /// Loop-thread confinement, checked in debug builds (as SwiftNIO's `preconditionInEventLoop`): the
 /// package's public entry points trap with a message naming the call when they run on another thread
-/// while the loop is running. Release builds compile the checks away and pay nothing.
+/// while the loop is running. Release builds compile the checks away.
 ///
 /// The loop thread is the one that last called ``EventLoop/run(_:)`` or ran a Swift watcher's callback
 /// (a borrowed loop's host may run it on any thread). While the loop is not running, any thread may
-/// set it up, as a host does before it hands the loop to its thread.
+/// set it up, as a host does before it hands the loop to its thread. It is tracked in every build (a
+/// relaxed load and compare per callback): ``LoopExecutor`` answers isolation checks with it.
 extension EventLoop {
-    /// Records the calling thread as the loop's (debug builds only).
+    /// Records the calling thread as the loop's.
     @inline(__always)
     func noteLoopThread() {
-        #if DEBUG
         let me = UInt(pthread_self())
         if confinement.thread.load(ordering: .relaxed) != me { confinement.thread.store(me, ordering: .relaxed) }
-        #endif
+    }
+
+    /// Whether the calling thread is the one running the loop (or the loop's last thread while it is not
+    /// running).
+    var isOnLoopThread: Bool {
+        let owner = confinement.thread.load(ordering: .relaxed)
+        return owner != 0 && pthread_equal(pthread_self(), pthread_t(owner)) != 0
     }
 
     /// Debug builds: traps, naming `entry`, if the loop is running on another thread than the caller's.
@@ -34,9 +38,7 @@ extension EventLoop {
     }
 }
 
-/// The loop thread seen last, for debug-build confinement checks (no storage is used in release builds).
+/// The loop thread seen last: for debug-build confinement checks and executor isolation checks.
 final class _LoopConfinement: Sendable {
-    #if DEBUG
     let thread = Atomic<UInt>(0)
-    #endif
 }
