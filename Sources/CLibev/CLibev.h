@@ -61,6 +61,40 @@ static inline void cev_prepare_init(ev_prepare *w, cev_callback cb) { cev_init(w
 static inline void cev_check_init(ev_check *w, cev_callback cb) { cev_init(w, cb); }
 static inline void cev_idle_init(ev_idle *w, cev_callback cb) { cev_init(w, cb); }
 
+typedef ev_tstamp (*cev_reschedule)(ev_periodic *w, ev_tstamp now);
+static inline void cev_periodic_init(ev_periodic *w, cev_callback cb, ev_tstamp offset, ev_tstamp interval,
+                                     cev_reschedule reschedule) {
+    cev_init(w, cb);
+    ev_periodic_set(w, offset, interval, reschedule);
+}
+static inline void cev_periodic_set(ev_periodic *w, ev_tstamp offset, ev_tstamp interval, cev_reschedule reschedule) {
+    ev_periodic_set(w, offset, interval, reschedule);
+}
+static inline ev_tstamp cev_periodic_at(const ev_periodic *w) { return ev_periodic_at(w); }
+static inline ev_tstamp cev_periodic_offset(const ev_periodic *w) { return w->offset; }
+static inline ev_tstamp cev_periodic_interval(const ev_periodic *w) { return w->interval; }
+
+static inline void cev_child_init(ev_child *w, cev_callback cb, int pid, int trace) {
+    cev_init(w, cb);
+    ev_child_set(w, pid, trace);
+}
+static inline int cev_child_pid(const ev_child *w) { return w->pid; }
+static inline int cev_child_rpid(const ev_child *w) { return w->rpid; }
+static inline int cev_child_rstatus(const ev_child *w) { return w->rstatus; }
+
+static inline void cev_stat_init(ev_stat *w, cev_callback cb, const char *path, ev_tstamp interval) {
+    cev_init(w, cb);
+    ev_stat_set(w, path, interval);
+}
+static inline const ev_statdata *cev_stat_attr(const ev_stat *w) { return &w->attr; }
+static inline const ev_statdata *cev_stat_prev(const ev_stat *w) { return &w->prev; }
+static inline ev_tstamp cev_stat_interval(const ev_stat *w) { return w->interval; }
+
+static inline void cev_fork_init(ev_fork *w, cev_callback cb) { cev_init(w, cb); }
+static inline void cev_cleanup_init(ev_cleanup *w, cev_callback cb) { cev_init(w, cb); }
+
+static inline int cev_is_default_loop(struct ev_loop *loop) { return ev_is_default_loop(loop); }
+
 static inline int cev_is_active(const void *w) { return ev_is_active((ev_watcher *)w); }
 static inline int cev_is_pending(const void *w) { return ev_is_pending((ev_watcher *)w); }
 static inline int cev_priority(const void *w) { return ev_priority((ev_watcher *)w); }

@@ -16,6 +16,10 @@ public enum LibevError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidSignal(Int32)
     /// libev binds each signal to one loop per process; this signal is watched on another loop already.
     case signalBoundToAnotherLoop(signal: Int32)
+    /// A ``ChildWatcher`` was made for a loop other than libev's default loop, the only one that reaps children.
+    case childWatcherNeedsDefaultLoop
+    /// The operation (named) re-configures a loop, and this one is borrowed: its owner decides that.
+    case borrowedLoop(operation: String)
 
     public var description: String {
         switch self {
@@ -33,6 +37,10 @@ public enum LibevError: Error, Equatable, Sendable, CustomStringConvertible {
             return "signal \(signal) is not a valid signal number (1...64)"
         case let .signalBoundToAnotherLoop(signal):
             return "signal \(signal) is already watched on another loop; libev delivers each signal to one loop per process"
+        case .childWatcherNeedsDefaultLoop:
+            return "ChildWatcher needs libev's default loop (EventLoop.default): only its SIGCHLD handler reaps children"
+        case let .borrowedLoop(operation):
+            return "\(operation) re-configures the loop, and this loop is borrowed: only the code that created it may do that"
         }
     }
 
@@ -46,6 +54,8 @@ public enum LibevError: Error, Equatable, Sendable, CustomStringConvertible {
         case let (.watcherActive(a), .watcherActive(b)): return a == b
         case let (.invalidSignal(a), .invalidSignal(b)): return a == b
         case let (.signalBoundToAnotherLoop(a), .signalBoundToAnotherLoop(b)): return a == b
+        case (.childWatcherNeedsDefaultLoop, .childWatcherNeedsDefaultLoop): return true
+        case let (.borrowedLoop(a), .borrowedLoop(b)): return a == b
         default: return false
         }
     }
