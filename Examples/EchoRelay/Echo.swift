@@ -61,7 +61,7 @@ final class EchoService: Service {
             stats.add(endpoint.watcher.counters)
         }
         stats.queueFull = queueFull
-        stats.kernelDrops = KernelDrops.count(endpoints.map(\.socket.fileDescriptor))
+        stats.kernelDrops = endpoints.reduce(0) { $0 + ((try? $1.socket.receiveDrops) ?? 0) }
         return stats
     }
 

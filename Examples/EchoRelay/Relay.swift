@@ -317,7 +317,7 @@ final class RelayService: Service {
         session.watcher.close()
         retired.add(session.reader.counters)
         retired.add(session.watcher.counters)
-        retired.kernelDrops += KernelDrops.count(session.socket.fileDescriptor)
+        retired.kernelDrops += (try? session.socket.receiveDrops) ?? 0
         try? session.socket.close()
     }
 
@@ -345,7 +345,7 @@ final class RelayService: Service {
         }
         stats.queueFull = queueFull
         stats.kernelDrops = retired.kernelDrops
-            + KernelDrops.count(listeners.map(\.socket.fileDescriptor) + sessions.values.map(\.socket.fileDescriptor))
+            + (listeners.map(\.socket) + sessions.values.map(\.socket)).reduce(0) { $0 + ((try? $1.receiveDrops) ?? 0) }
         stats.refused = refused
         stats.evicted = evicted
         stats.denied = denied

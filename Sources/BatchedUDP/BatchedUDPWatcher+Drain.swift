@@ -512,6 +512,7 @@ extension BatchedUDPWatcher {
     /// Closes: stops every watcher and records every queued datagram as failed with `error`.
     func shutDown(reporting error: Errno) {
         state = .closed
+        asyncSenders?.failAll()
         drainAtIterationEnd.stop()
         writeWatcher.stop()
         backoffTimer.stop()
@@ -557,6 +558,7 @@ extension BatchedUDPWatcher {
                 onSocketProblem?(self, problem)
             } else if writabilityChangePending {
                 writabilityChangePending = false
+                if isWritable { asyncSenders?.resumeNext() }
                 onWritabilityChanged?(self, isWritable)
             } else if let completion = closeCompletionPending {
                 closeCompletionPending = nil

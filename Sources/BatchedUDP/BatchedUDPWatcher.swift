@@ -137,6 +137,8 @@ public final class BatchedUDPWatcher {
     var ecnRetryCodepoint: ECN?
     /// True while an `enqueue(writingWith:)` body holds the tail slot.
     @usableFromInline @exclusivity(unchecked) var isWritingSlot = false
+    /// The tasks suspended in `send` until the queue drains; created by the first that has to wait.
+    var asyncSenders: AsyncSendQueue?
     /// Tests replace `sendmmsg` here to script what loopback cannot produce; nil (the real call) otherwise.
     var sendSeam: Syscall.SendmmsgSeam?
 
@@ -646,6 +648,7 @@ public final class BatchedUDPWatcher {
         checkEntry("close(flushingWithin:completion:)")
         guard state == .open else { return }
         closeCompletion = completion
+        asyncSenders?.failAll()
         guard !ring.isEmpty else {
             close()
             return

@@ -101,6 +101,19 @@ enum Syscall {
         return Glibc.getsockopt(fd, level, name, &value, &length) == 0 ? .done(Int(value)) : .failed(.current)
     }
 
+    /// `getsockopt(SO_MEMINFO)`'s `SK_MEMINFO_DROPS`: datagrams the kernel dropped on arrival (Linux 4.6+).
+    @inline(never)
+    static func receiveDrops(_ fd: Int32) -> IOResult {
+        // SK_MEMINFO_VARS is 9 on current kernels; room for more, which later kernels may add at the end.
+        var memory = (UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0),
+                      UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0))
+        var length = socklen_t(MemoryLayout.size(ofValue: memory))
+        let dropsOffset = 8 * MemoryLayout<UInt32>.size  // SK_MEMINFO_DROPS in <linux/sock_diag.h>
+        guard Glibc.getsockopt(fd, SOL_SOCKET, SO_MEMINFO, &memory, &length) == 0 else { return .failed(.current) }
+        guard Int(length) > dropsOffset else { return .failed(.ENOPROTOOPT) }
+        return .done(withUnsafeBytes(of: &memory) { Int($0.load(fromByteOffset: dropsOffset, as: UInt32.self)) })
+    }
+
     @inline(never)
     static func setsockopt(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> Errno? {
         var value = value

@@ -218,6 +218,20 @@ public final class UDPSocket {
         }
     }
 
+    /// Datagrams the kernel dropped on arrival at this socket, mostly because its receive buffer was
+    /// full: where a reader that stopped reading (backpressure) leaves the overflow. The socket's own
+    /// counter (`SO_MEMINFO`'s `SK_MEMINFO_DROPS`, the `drops` column of `/proc/net/udp`), from its creation.
+    /// - Throws: ``SocketError`` if the socket is closed or the kernel does not report it (before 4.6).
+    /// - Cost: one `getsockopt`. Any thread that keeps the socket open.
+    public var receiveDrops: Int {
+        get throws(SocketError) {
+            switch Syscall.receiveDrops(try open("getsockopt(SO_MEMINFO)")) {
+            case let .done(drops): return drops
+            case let .failed(error): throw SocketError("getsockopt(SO_MEMINFO)", errno: error)
+            }
+        }
+    }
+
     /// Sets an integer socket option.
     public func setOption(_ level: Int32, _ name: Int32, _ value: Int32, _ label: String) throws(SocketError) {
         if let error = Syscall.setsockopt(try open("setsockopt(\(label))"), level, name, value) {

@@ -1,8 +1,8 @@
 internal import CLibev
 internal import Glibc
 
-/// Runs Swift concurrency jobs on a libev loop's thread: a `SerialExecutor` for actors pinned to the loop
-/// and a `TaskExecutor` for nonisolated async code that prefers it.
+/// Runs Swift concurrency jobs on a libev loop's thread: a `SerialExecutor` for actors pinned to the loop,
+/// and (``taskExecutor``) a `TaskExecutor` for nonisolated async code that prefers it.
 ///
 /// Jobs from any thread go into one locked FIFO and wake the loop through one `ev_async`; the loop runs
 /// them in order, on its own thread, between its other callbacks. It works on owned loops and on borrowed
@@ -27,7 +27,7 @@ internal import Glibc
 ///
 /// Cost: enqueueing takes a mutex and, when the queue was empty, one `ev_async_send` (an eventfd write
 /// unless a wake-up is already pending); a job costs one array slot, reused.
-public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
+public final class LoopExecutor: SerialExecutor, @unchecked Sendable {
     /// What the loop has not run yet, and whether more is accepted.
     private struct Queue {
         var work: [Work] = []
@@ -37,7 +37,10 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     }
 
     private enum Work {
+        /// An actor's job: runs isolated to this executor.
         case job(UnownedJob)
+        /// A task's job that prefers ``taskExecutor``: runs on it, isolated to nothing.
+        case taskJob(UnownedJob)
         case closure(@Sendable () -> Void)
     }
 
@@ -52,6 +55,15 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     private var running: [Work] = []
     /// Called on the loop thread once the executor has finished (see ``EventLoopThread``).
     var onFinished: (() -> Void)?
+    /// The same loop as a `TaskExecutor`, for `withTaskExecutorPreference` and `Task(executorPreference:)`:
+    /// nonisolated async code that prefers it runs on the loop thread, in the same FIFO as the actor jobs.
+    ///
+    /// A separate object because a job must be run either isolated to a serial executor or on a task
+    /// executor: run as both, every hop of a task without that preference would go through the queue.
+    /// Kept alive by this executor (the task executor holds it unowned); keep the `LoopExecutor`.
+    public var taskExecutor: LoopTaskExecutor { storedTaskExecutor }
+    /// Set once, at the end of `init`, before the executor is shared.
+    private var storedTaskExecutor: LoopTaskExecutor!
 
     /// Creates an executor for `loop` and starts its wake-up watcher.
     ///
@@ -70,6 +82,7 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         wakeUp.keepsLoopAlive = keepsLoopAlive ?? (loop.ownership != .borrowed)
         wakeUp.start()
         drain = { [unowned self] in self.runJobs() }
+        storedTaskExecutor = LoopTaskExecutor(self)
     }
 
     // MARK: Executor
@@ -78,6 +91,11 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// - Precondition: ``shutdown()`` has not been called (stops the process with a message otherwise).
     public func enqueue(_ job: consuming ExecutorJob) {
         submit(.job(UnownedJob(job)))
+    }
+
+    /// ``LoopTaskExecutor``'s jobs.
+    func enqueueTaskJob(_ job: UnownedJob) {
+        submit(.taskJob(job))
     }
 
     /// Runs `work` on the loop thread, in FIFO order with the jobs. Any thread; never runs `work` inline,
@@ -105,10 +123,11 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             swap(&queue.work, &running)
             return queue.finishing && running.isEmpty
         }
-        let serial = asUnownedSerialExecutor(), task = asUnownedTaskExecutor()
+        let serial = asUnownedSerialExecutor(), task = taskExecutor.asUnownedTaskExecutor()
         for work in running {
             switch work {
-            case .job(let job): job.runSynchronously(isolatedTo: serial, taskExecutor: task)
+            case .job(let job): job.runSynchronously(on: serial)
+            case .taskJob(let job): job.runSynchronously(on: task)
             case .closure(let body): body()
             }
         }
@@ -152,4 +171,19 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
 
     /// Whether ``shutdown()`` has been called.
     public var isShutDown: Bool { queue.withLock { !$0.accepting } }
+}
+
+/// A ``LoopExecutor``'s loop as a `TaskExecutor` (``LoopExecutor/taskExecutor``): its jobs join the same
+/// FIFO and run on the loop thread. Any thread may enqueue.
+public final class LoopTaskExecutor: TaskExecutor {
+    /// The executor whose queue and loop it shares, and which keeps it alive.
+    public unowned let serialExecutor: LoopExecutor
+
+    init(_ serialExecutor: LoopExecutor) { self.serialExecutor = serialExecutor }
+
+    /// Queues `job` after everything queued before it on the loop. Any thread.
+    /// - Precondition: the serial executor has not been shut down.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        serialExecutor.enqueueTaskJob(UnownedJob(job))
+    }
 }

@@ -104,9 +104,9 @@ func loopThread(of executor: LoopExecutor) async -> UInt {
     @Test func taskExecutorPreferenceRunsOnTheLoop() async throws {
         try await EventLoopThread.run { executor in
             let loop = await loopThread(of: executor)
-            let thread = await withTaskExecutorPreference(executor) { await currentThread() }
+            let thread = await withTaskExecutorPreference(executor.taskExecutor) { await currentThread() }
             #expect(thread == loop)
-            let other = await Task(executorPreference: executor) { await currentThread() }.value
+            let other = await Task(executorPreference: executor.taskExecutor) { await currentThread() }.value
             #expect(other == loop)
         }
     }
