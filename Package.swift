@@ -37,6 +37,14 @@ let package = Package(
             path: "Examples/EchoRelay",
             swiftSettings: swiftSettings),
         .executableTarget(
+            name: "async-echo",
+            dependencies: [
+                "BatchedUDP", "Libev",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/AsyncEcho",
+            swiftSettings: swiftSettings),
+        .executableTarget(
             name: "udp-blast",
             dependencies: [
                 "BatchedUDP", "Libev",
@@ -67,7 +75,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "EchoRelayTests",
-            dependencies: ["BatchedUDP", "Libev", "TestSupport", "echo-relay", "udp-blast"],
+            dependencies: ["BatchedUDP", "Libev", "TestSupport", "echo-relay", "udp-blast", "async-echo"],
             swiftSettings: swiftSettings),
     ]
 )

@@ -141,9 +141,3 @@ final class Daemon {
         return handle
     }
 }
-
-extension SocketAddress {
-    /// Whether this is the wildcard address (0.0.0.0 or ::): a socket bound to it receives datagrams sent
-    /// to any of the host's addresses, and must answer each from the one it was sent to.
-    var isWildcard: Bool { host == "0.0.0.0" || host == "::" }
-}

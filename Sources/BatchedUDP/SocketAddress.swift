@@ -160,6 +160,16 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Whether the host is the wildcard address (0.0.0.0 or ::): a socket bound to it receives datagrams
+    /// sent to any of the host's addresses, and must answer each from the one it was sent to
+    /// (``BatchedUDPReader/Metadata/destination``, ``ReceivedDatagram/replyMetadata``).
+    public var isWildcard: Bool {
+        switch storage {
+        case let .v4(sin): return sin.sin_addr.s_addr == 0
+        case var .v6(sin6): return withUnsafeBytes(of: &sin6.sin6_addr) { $0.allSatisfy { $0 == 0 } }
+        }
+    }
+
     /// The host part as text: `127.0.0.1` or `::1`.
     public var host: String {
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN)) { buffer in

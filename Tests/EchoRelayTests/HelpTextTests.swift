@@ -8,6 +8,7 @@ import Testing
     static let commands: [[String]] = [
         ["echo-relay", "--help"], ["echo-relay", "echo", "--help"], ["echo-relay", "relay", "--help"],
         ["udp-blast", "--help"], ["udp-blast", "send", "--help"], ["udp-blast", "sink", "--help"],
+        ["async-echo", "--help"],
     ]
 
     @Test(arguments: commands)
