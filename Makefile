@@ -110,6 +110,7 @@ bench: deps
 	fi
 	$(SWIFT) build -c release --product udp-blast
 	$(SWIFT) build -c release --product echo-relay
+	$(SWIFT) build -c release --product async-echo
 	mkdir -p .build/c-refs
 	cc -O2 -Wall -o .build/c-refs/send_ref Benchmarks/CReferences/send_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/echo_ref Benchmarks/CReferences/echo_ref.c -lev

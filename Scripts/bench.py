@@ -25,6 +25,7 @@ import time
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 BLAST = ".build/release/udp-blast"
 RELAY = ".build/release/echo-relay"
+ASYNC_ECHO = ".build/release/async-echo"
 NIO = "Benchmarks/.build/release/nio-peer"
 SEND_REF = ".build/c-refs/send_ref"
 ECHO_REF = ".build/c-refs/echo_ref"
@@ -119,7 +120,9 @@ def measure_echo(count):
     contenders = {
         "C recvmmsg/sendmmsg echo": ([ECHO_REF, "127.0.0.1", "0"], plain),
         "echo-relay echo": ([RELAY, "echo", "--listen", "127.0.0.1:0"], plain),
+        "async-echo (actor on the loop, DatagramStream, send)": ([ASYNC_ECHO, "--listen", "127.0.0.1:0"], plain),
         "SwiftNIO echo": ([NIO, "echo", "127.0.0.1", "0"], plain),
+        "SwiftNIO NIOAsyncChannel echo": ([NIO, "async-echo", "127.0.0.1", "0"], plain),
         "echo-relay echo --gro, client GSO+GRO": ([RELAY, "echo", "--listen", "127.0.0.1:0", "--gro"], ["--gro"]),
     }
     rates = {name: [] for name in contenders}
@@ -251,6 +254,11 @@ def main():
     reference = rates["C recvmmsg/sendmmsg echo"]
     r = rates["echo-relay echo"] / reference
     ratio_row(workload, "echo-relay ÷ C echo (rate, same client)", "", f"{r:.2f}×", "≥ 0.9×", r >= 0.9)
+    async_rate = rates["async-echo (actor on the loop, DatagramStream, send)"]
+    r = async_rate / rates["echo-relay echo"]
+    ratio_row(workload, "async-echo ÷ echo-relay echo (rate)", "", f"{r:.2f}×", "≥ 0.8×", r >= 0.8)
+    r = async_rate / rates["SwiftNIO NIOAsyncChannel echo"]
+    ratio_row(workload, "async-echo ÷ SwiftNIO NIOAsyncChannel echo (rate)", "", f"{r:.2f}×", "≥ 1.5×", r >= 1.5)
     r = rates["echo-relay echo --gro, client GSO+GRO"] / reference
     ratio_row(workload, "echo-relay GSO+GRO ÷ C echo (rate)", "", f"{r:.2f}×", "≥ 2×", r >= 2)
     paced, pingpong = measure_paced_latency()
@@ -298,8 +306,11 @@ def main():
     for name, total in sorted(figures.items()):
         per = re.search(r"([0-9]+) datagrams", name)
         datagrams = int(per.group(1)) if per else 1
+        # The async echo owns a small object per received batch (a pooled buffer's handle): a target of
+        # its own, 0.05 per datagram; every callback path allocates nothing.
+        limit = 0.05 if name.startswith("async") else 0.01
         ratio_row("mallocs (ordo-one, steady state)", name, f"{total} per iteration", f"{total / datagrams:.4f} per datagram",
-                  "0 per datagram (< 0.01)", total / datagrams < 0.01)
+                  f"≤ {limit} per datagram" if limit > 0.01 else "0 per datagram (< 0.01)", total / datagrams < limit if limit == 0.01 else total / datagrams <= limit)
 
     print(f"\n| Workload | Contender or ratio | Figure | Ratio | Target | Met |")
     print("|---|---|---|---|---|---|")

@@ -9,6 +9,9 @@
 //   nio-peer echo HOST PORT
 //       An echo server (vector reads of 64 datagrams, a flush per read burst). Prints "listening on
 //       HOST:PORT" on stderr and serves until killed.
+//   nio-peer async-echo HOST PORT
+//       The same server written with NIOAsyncChannel, as async/await code would: for each inbound
+//       envelope, write it back.
 import NIOCore
 import NIOPosix
 
@@ -79,7 +82,7 @@ func printError(_ text: String) {
 }
 
 func usage() -> Never {
-    printError("usage: nio-peer send HOST PORT COUNT SIZE [gso] | nio-peer echo HOST PORT")
+    printError("usage: nio-peer send HOST PORT COUNT SIZE [gso] | nio-peer echo HOST PORT | nio-peer async-echo HOST PORT")
     exit(64)
 }
 
@@ -101,25 +104,41 @@ case "send":
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(pump) }
         }
     if gso { bootstrap = bootstrap.channelOption(.datagramSegmentSize, value: CInt(size)) }
-    let channel = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
-    try channel.connect(to: SocketAddress(ipAddress: host, port: port)).wait()
+    let channel = try await bootstrap.bind(host: "127.0.0.1", port: 0).get()
+    try await channel.connect(to: SocketAddress(ipAddress: host, port: port)).get()
     let start = NIODeadline.now()
     loop.execute { pump.pump(try! channel.pipeline.syncOperations.context(handler: pump)) }
-    try done.futureResult.wait()
+    try await done.futureResult.get()
     let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
     print("nio \(count) \(seconds) \(Int(Double(count) / seconds))")
-    try channel.close().wait()
+    try await channel.close().get()
 case "echo":
-    let channel = try DatagramBootstrap(group: group)
+    let channel = try await DatagramBootstrap(group: group)
         .channelOption(.datagramVectorReadMessageCount, value: 64)
         .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 2048))
         .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Echo()) }
         }
-        .bind(host: host, port: port).wait()
+        .bind(host: host, port: port).get()
     printError("listening on \(host):\(channel.localAddress?.port ?? 0)")
-    try channel.closeFuture.wait()
+    try await channel.closeFuture.get()
+case "async-echo":
+    let channel = try await DatagramBootstrap(group: group)
+        .channelOption(.datagramVectorReadMessageCount, value: 64)
+        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 64 * 2048))
+        .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+        .bind(host: host, port: port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+            }
+        }
+    printError("listening on \(host):\(channel.channel.localAddress?.port ?? 0)")
+    try await channel.executeThenClose { inbound, outbound in
+        for try await envelope in inbound {
+            try await outbound.write(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: envelope.data))
+        }
+    }
 default:
     usage()
 }

@@ -3,11 +3,10 @@ internal import Libev
 
 extension DatagramStream {
     /// The datagrams of one `recvmmsg` call, owned: valid for as long as the batch (or one of its
-    /// datagrams) is held, on any thread. Its buffer goes back to the stream's pool when the last
-    /// reference is gone.
+    /// datagrams) is held, on any thread. Its buffer is reused by the stream once the last reference is
+    /// gone.
     public struct Batch: RandomAccessCollection, Sendable {
-        let handle: _DatagramHandle
-        var buffer: _DatagramBuffer { handle.buffer }
+        let buffer: _DatagramBuffer
 
         /// 0.
         public var startIndex: Int { 0 }
@@ -17,16 +16,15 @@ extension DatagramStream {
         /// The datagram at `position`. Cost: a retain; nothing is copied.
         public subscript(position: Int) -> Datagram {
             precondition(position >= 0 && position < endIndex, "DatagramStream.Batch index \(position) out of 0..<\(endIndex)")
-            return Datagram(handle: handle, index: position)
+            return Datagram(buffer: buffer, index: position)
         }
     }
 
     /// One received datagram, owned: its payload, its sender, and the metadata the stream was configured
     /// to ask for (nil where not asked for).
     public struct Datagram: Sendable {
-        let handle: _DatagramHandle
+        let buffer: _DatagramBuffer
         let index: Int
-        private var buffer: _DatagramBuffer { handle.buffer }
 
         private var record: _DatagramBuffer.Record { buffer.records[index] }
 
@@ -112,48 +110,47 @@ final class _DatagramBuffer: @unchecked Sendable {
     }
 }
 
-/// Buffers for a stream's batches, kept for reuse: steady state allocates none.
+/// Buffers for a stream's batches, reused: steady state allocates nothing. The pool keeps a reference
+/// to every buffer it may reuse; one that nobody else references any more (`isKnownUniquelyReferenced`:
+/// every batch and datagram copied from it is gone) is filled again. Loop thread only.
 final class _DatagramBufferPool: @unchecked Sendable {
-    private let free = Locked<[Lease]>([])
+    private var buffers: [_DatagramBuffer] = []
+    private var next = 0
     private let keep: Int
     private let metadata: BatchedUDPReader.Metadata
     private let payloadCapacity: Int
     private let recordCapacity: Int
-
-    /// A buffer parked in the pool (held strongly only here).
-    struct Lease: @unchecked Sendable { let buffer: _DatagramBuffer }
 
     init(keep: Int, metadata: BatchedUDPReader.Metadata, payloadCapacity: Int, records: Int) {
         self.keep = keep
         self.metadata = metadata
         self.payloadCapacity = payloadCapacity
         recordCapacity = records
+        buffers.reserveCapacity(keep)
     }
 
-    /// Loop thread: a batch owning a copy of `batch`.
+    /// Loop thread: a batch owning a copy of `batch`, in a free buffer (or a new one).
     func copy(_ batch: ReceivedBatch) -> DatagramStream.Batch {
-        let buffer = free.withLock { $0.popLast()?.buffer } ?? _DatagramBuffer(payloadCapacity: payloadCapacity, records: recordCapacity)
+        let buffer = takeFree() ?? makeBuffer()
         buffer.fill(from: batch, asked: metadata)
-        return DatagramStream.Batch(handle: _DatagramHandle(buffer, pool: self))
+        return DatagramStream.Batch(buffer: buffer)
     }
 
-    func put(_ buffer: _DatagramBuffer) {
-        free.withLock { free in
-            if free.count < keep { free.append(Lease(buffer: buffer)) }
+    /// A kept buffer no batch refers to any more, looking from where the last search stopped.
+    private func takeFree() -> _DatagramBuffer? {
+        for step in 0..<buffers.count {
+            let index = (next + step) % buffers.count
+            if isKnownUniquelyReferenced(&buffers[index]) {
+                next = index + 1
+                return buffers[index]
+            }
         }
-    }
-}
-
-/// What a batch and its datagrams hold: when the last of them lets go, the buffer goes back to the pool
-/// (one small object per batch, the only allocation of a warm stream).
-final class _DatagramHandle: @unchecked Sendable {
-    let buffer: _DatagramBuffer
-    private let pool: _DatagramBufferPool
-
-    init(_ buffer: _DatagramBuffer, pool: _DatagramBufferPool) {
-        self.buffer = buffer
-        self.pool = pool
+        return nil
     }
 
-    deinit { pool.put(buffer) }
+    private func makeBuffer() -> _DatagramBuffer {
+        let buffer = _DatagramBuffer(payloadCapacity: payloadCapacity, records: recordCapacity)
+        if buffers.count < keep { buffers.append(buffer) }
+        return buffer
+    }
 }

@@ -11,7 +11,8 @@ final class _DatagramStreamState: Sendable {
     }
 
     private struct State: Sendable {
-        var buffered: [DatagramStream.Batch] = []
+        /// Taken batches are set to nil at once: a reference left here would keep their buffers from reuse.
+        var buffered: [DatagramStream.Batch?] = []
         var head = 0
         var waiting: UnsafeContinuation<DatagramStream.Batch?, Never>?
         /// The producer stopped reading at the high mark.
@@ -31,7 +32,8 @@ final class _DatagramStreamState: Sendable {
 
     init(limits: DatagramStream.BufferLimits, configuration: BatchedUDPReader.Configuration) {
         self.limits = limits
-        pool = _DatagramBufferPool(keep: limits.high + 2, metadata: configuration.metadata,
+        // Buffered batches, one in a resumed consumer's hands and one being iterated, with room to spare.
+        pool = _DatagramBufferPool(keep: limits.high + 4, metadata: configuration.metadata,
                                    payloadCapacity: configuration.batchSize * configuration.maxDatagramSize,
                                    records: configuration.batchSize)
     }
@@ -54,7 +56,7 @@ final class _DatagramStreamState: Sendable {
         var signal = false
         let ready = state.withLock { state -> Ready? in
             if state.bufferedCount > 0 {
-                let batch = state.buffered[state.head]
+                let batch = state.buffered[state.head].take()
                 state.head += 1
                 if state.head == state.buffered.count { state.buffered.removeAll(keepingCapacity: true); state.head = 0 }
                 if state.paused && !state.signalled && state.bufferedCount <= limits.low { state.signalled = true; signal = true }

@@ -21,8 +21,8 @@ public import Libev
 /// called, when the socket closes, or when the iterating task is cancelled; then reading stops, on the
 /// loop thread, and the batches already delivered stay valid for as long as they are held.
 ///
-/// Cost: one copy of each payload (and of the metadata asked for) per datagram, no allocation per
-/// datagram once the pool is warm (a batch costs one small object); a lock per batch on each side; one
+/// Cost: one copy of each payload (and of the metadata asked for) per datagram; no allocation once the
+/// pool is warm (a buffer is reused as soon as no batch refers to it); a lock per batch on each side; one
 /// continuation resume when the consumer was waiting.
 public final class DatagramStream: AsyncSequence, Sendable {
     public typealias Element = Batch

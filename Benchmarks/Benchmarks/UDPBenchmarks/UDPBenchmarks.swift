@@ -172,4 +172,98 @@ let benchmarks: @Sendable () -> Void = {
         Benchmark.blackHole(answered)
     }
     }
+
+    // The same round trips through an echo server written with the async APIs (an actor on a loop
+    // thread of its own, a DatagramStream and BatchedUDPWatcher.send), the client unchanged on this thread.
+    Benchmark("async echo round trips 64 B, window 256, \(datagramsPerIteration) datagrams",
+              configuration: .init(metrics: metrics, timeUnits: .microseconds, scalingFactor: .one, maxDuration: .seconds(3))) { benchmark in
+        let thread = try EventLoopThread()
+        let server = try await AsyncEchoServer.make(executor: thread.executor)
+        await server.startServing()
+        let loop = try EventLoop()
+        let client = try UDPSocket(family: .ipv4)
+        try client.setReceiveBufferSize(8 << 20, force: true)
+        try client.connect(to: await server.address)
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.maxDatagramSize = 64
+        let requests = try BatchedUDPWatcher(loop: loop, socket: client, configuration: configuration)
+        var answered = 0, sent = 0, target = 0
+        func refill() {
+            while sent < target && sent - answered < 256 {
+                let sequence = sent
+                guard (try? requests.enqueue { slot in
+                    slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
+                    return 64
+                }) != nil else { return }
+                sent += 1
+            }
+        }
+        let answers = try BatchedUDPReader(loop: loop, socket: client) { _, batch in
+            answered += batch.count
+            refill()
+        }
+        answers.start()
+        func round() {
+            target += datagramsPerIteration
+            refill()
+            while answered < target { loop.run(.once) }
+        }
+        round()  // warm-up: the stream's buffer pool fills
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { round() }
+        benchmark.stopMeasurement()
+        Benchmark.blackHole(answered)
+        answers.stop()
+        await server.stop()
+        await thread.shutdownGracefully()
+    }
+}
+
+/// A minimal async echo server: one socket, a stream of what arrives, each datagram sent back.
+actor AsyncEchoServer {
+    let executor: LoopExecutor
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    private var socket: UDPSocket!
+    private var watcher: BatchedUDPWatcher!
+    private var stream: DatagramStream!
+
+    private init(executor: LoopExecutor) { self.executor = executor }
+
+    static func make(executor: LoopExecutor) async throws -> AsyncEchoServer {
+        let server = AsyncEchoServer(executor: executor)
+        try await server.open()
+        return server
+    }
+
+    private func open() throws {
+        socket = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        try socket.setReceiveBufferSize(8 << 20, force: true)
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.maxDatagramSize = 64
+        watcher = try BatchedUDPWatcher(loop: executor.loop, socket: socket, configuration: configuration)
+        stream = try DatagramStream(loop: executor.loop, socket: socket)
+    }
+
+    var address: SocketAddress { try! socket.localAddress }
+
+    func serve() async {
+        for await batch in stream {
+            for datagram in batch { _ = try? await watcher.send(datagram, to: datagram.sender) }
+        }
+        watcher.close()
+        watcher = nil
+        stream = nil
+        socket = nil
+    }
+
+    private var serving: Task<Void, Never>?
+
+    /// Starts serving in a task that prefers the loop: its jobs never need the global pool, whose threads
+    /// the benchmark runner and the client below both block.
+    func startServing() { serving = Task(executorPreference: executor.taskExecutor) { await self.serve() } }
+
+    func stop() async {
+        stream.finish()
+        await serving?.value
+    }
 }
