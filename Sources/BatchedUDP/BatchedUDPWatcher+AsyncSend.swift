@@ -6,7 +6,7 @@ extension BatchedUDPWatcher {
     /// wait resume one at a time, in the order they arrived, and a newcomer queues behind them.
     ///
     /// Runs in the caller's isolation (`isolation`, the caller's actor by default), which must be the
-    /// watcher's loop thread: an actor pinned to the loop's ``LoopExecutor``, or a task that prefers that
+    /// watcher's loop thread: an actor pinned to the loop's `LoopExecutor`, or a task that prefers that
     /// executor.
     /// - Returns: the datagram's sequence number, as ``enqueue(_:to:metadata:)-(UnsafeRawBufferPointer,_,_)``.
     /// - Throws: `CancellationError` if the task is cancelled before the datagram is queued;
@@ -24,8 +24,8 @@ extension BatchedUDPWatcher {
     }
 
     /// Queues a datagram written in place by `body` (as ``enqueue(to:metadata:writingWith:)``), first
-    /// suspending while the watcher is not writable, as ``send(_:to:metadata:)``.
-    /// - Throws: as ``send(_:to:metadata:)``, or what `body` throws.
+    /// suspending while the watcher is not writable, as `send(_:to:metadata:)`.
+    /// - Throws: as `send(_:to:metadata:)`, or what `body` throws.
     @discardableResult
     public func send(to destination: SocketAddress? = nil, metadata: SendMetadata? = nil,
                      isolation: isolated (any Actor)? = #isolation,
@@ -36,8 +36,8 @@ extension BatchedUDPWatcher {
     }
 
     /// Queues a copy of a datagram received through a ``DatagramStream`` (an echo, a relay's forward),
-    /// first suspending while the watcher is not writable, as ``send(_:to:metadata:)``.
-    /// - Throws: as ``send(_:to:metadata:)``.
+    /// first suspending while the watcher is not writable, as `send(_:to:metadata:)`.
+    /// - Throws: as `send(_:to:metadata:)`.
     /// - Cost: one copy of the payload; no allocation.
     @discardableResult
     public func send(_ datagram: DatagramStream.Datagram, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil,

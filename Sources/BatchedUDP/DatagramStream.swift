@@ -16,7 +16,7 @@ public import Libev
 /// counts what does not fit (``UDPSocket/receiveDrops``). Reading starts again once the consumer is down
 /// to `bufferedBatches.low`. A slow consumer never makes the process grow.
 ///
-/// Lifetime and threads: create it on the loop thread (an actor pinned to the loop's ``LoopExecutor``,
+/// Lifetime and threads: create it on the loop thread (an actor pinned to the loop's `LoopExecutor`,
 /// or a loop callback). Iterate it from one task at a time, on any executor. It ends when ``finish()`` is
 /// called, when the socket closes, or when the iterating task is cancelled; then reading stops, on the
 /// loop thread, and the batches already delivered stay valid for as long as they are held.
@@ -45,6 +45,8 @@ public final class DatagramStream: AsyncSequence, Sendable {
 
     /// Starts reading `socket` on `loop`.
     /// - Parameters:
+    ///   - loop: the loop whose thread reads (the stream's consumer may run anywhere).
+    ///   - socket: a bound UDP socket; the stream ends when it closes.
     ///   - configuration: the reader's (batch size, slot size, GRO, metadata); the metadata asked for
     ///     comes along with each datagram.
     ///   - bufferedBatches: the water marks, 2 and 8 by default (512 datagrams at the default batch size).

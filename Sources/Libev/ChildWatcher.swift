@@ -21,6 +21,7 @@ public final class ChildWatcher: Watcher {
     ///   - loop: libev's default loop; any other loop throws.
     ///   - pid: the child's process ID, or 0 for any child.
     ///   - trace: also report children that stop or continue (`WUNTRACED`/`WCONTINUED`), not only exits.
+    ///   - callback: called on the loop thread each time the watched child's status changes.
     /// - Throws: ``LibevError/childWatcherNeedsDefaultLoop`` on any loop but the default one (libev would
     ///   abort the process).
     /// - Cost: one small allocation.

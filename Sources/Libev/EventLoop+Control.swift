@@ -17,6 +17,7 @@ extension EventLoop {
     ///   - fileDescriptor: the descriptor to wait for, or nil for a pure timeout.
     ///   - events: `.read`, `.write` or both (ignored without a descriptor).
     ///   - timeout: seconds to wait at most, or nil for no timeout (then a descriptor is needed).
+    ///   - callback: called once, on the loop thread, with what happened.
     /// - Precondition: a descriptor or a timeout is given; the timeout is finite and not negative.
     /// - Cost: one allocation for the closure and libev's own for its two watchers. If the loop is
     ///   destroyed before the callback runs, the closure is never released (as with libev's own `arg`).

@@ -9,7 +9,7 @@ internal import Glibc
 /// }
 /// ```
 ///
-/// ``run(backend:_:)`` scopes it: the loop starts before `body` and shuts down after it, once the jobs
+/// ``run(backend:isolation:_:)`` scopes it: the loop starts before `body` and shuts down after it, once the jobs
 /// already queued have run. Without the scope, ``init(backend:)`` starts it and ``shutdown()`` (or
 /// ``shutdownGracefully()``, from a task) ends it. A job enqueued after shutdown stops the process with
 /// a message rather than never running.

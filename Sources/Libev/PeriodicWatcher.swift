@@ -22,9 +22,11 @@ public final class PeriodicWatcher: Watcher {
     /// the wall-clock time `offset` (interval 0).
     ///
     /// - Parameters:
+    ///   - loop: the loop that runs it.
     ///   - offset: with an interval, the phase within it, `0..<interval` (0 and 3,600 fires at every full
     ///     hour, UTC); without one, the absolute time to fire at, in seconds since the epoch.
     ///   - interval: seconds between firings; 0 for one firing.
+    ///   - callback: called on the loop thread each time it fires.
     /// - Precondition: both are finite, the interval not negative.
     /// - Cost: one small allocation; starting it is O(log n) in the loop's timers, no syscall.
     public init(loop: EventLoop, offset: Double, interval: Double = 0, callback: @escaping Callback) {

@@ -30,7 +30,10 @@ public final class StatWatcher: Watcher {
 
     /// Watches `path` (which need not exist yet).
     /// - Parameters:
+    ///   - loop: the loop that runs it.
+    ///   - path: the path to watch; it need not exist.
     ///   - interval: seconds between polls where inotify cannot tell (0: libev's default).
+    ///   - callback: called on the loop thread after each change.
     /// - Precondition: `interval` is finite and not negative.
     /// - Cost: one small allocation and a copy of the path; starting it costs a `stat` and an inotify watch.
     public init(loop: EventLoop, path: String, interval: Double = 0, callback: @escaping Callback) {

@@ -63,4 +63,6 @@ func roundTrip() throws -> Bool {
     return true
 }
 
-exit(try roundTrip() ? 0 : 1)
+let callbacks = try roundTrip()
+let async = try await asyncRoundTrip()
+exit(callbacks && async ? 0 : 1)
