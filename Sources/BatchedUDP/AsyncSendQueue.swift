@@ -2,8 +2,8 @@ internal import Libev
 
 /// The tasks waiting in ``BatchedUDPWatcher/send(_:to:metadata:)`` for the watcher to drain below its
 /// low-water mark, in arrival order. The loop thread adds and resumes waiters; a cancellation handler, on
-/// any thread, may take one out: hence the lock (taken only by tasks that have to wait, never on the
-/// non-suspending paths).
+/// any thread, may take one out: hence the lock. Once a sender has had to wait, the queue exists and
+/// every `send` takes the lock twice (an uncontended pthread mutex: a few atomic instructions).
 final class AsyncSendQueue: Sendable {
     private struct State: Sendable {
         var waiters: [(id: UInt64, continuation: UnsafeContinuation<Void, any Error>)] = []
@@ -13,6 +13,9 @@ final class AsyncSendQueue: Sendable {
         /// Cancelled before they were registered.
         var cancelledEarly: Set<UInt64> = []
         var nextID: UInt64 = 0
+        /// The last id registered by `wait`: a cancel for it or an earlier one came after its waiter
+        /// was resumed or failed, and is ignored.
+        var lastRegistered: UInt64 = 0
         /// The watcher closed: every later waiter fails at once.
         var closed = false
     }
@@ -31,8 +34,9 @@ final class AsyncSendQueue: Sendable {
     /// it is resumed by ``resumeNext()``, or fails with `closed` or CancellationError.
     func wait(id: UInt64, first: Bool, _ continuation: UnsafeContinuation<Void, any Error>) {
         let failure: (any Error)? = state.withLock { state in
-            if state.closed { return BatchedUDPError.closed }
+            state.lastRegistered = max(state.lastRegistered, id)
             if state.cancelledEarly.remove(id) != nil { return CancellationError() }
+            if state.closed { return BatchedUDPError.closed }
             if !first {
                 state.waiters.append((id, continuation))
             } else if state.head > 0 {
@@ -50,7 +54,7 @@ final class AsyncSendQueue: Sendable {
     func cancel(id: UInt64) {
         let taken = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
             guard let index = state.waiters[state.head...].firstIndex(where: { $0.id == id }) else {
-                state.cancelledEarly.insert(id)
+                if id > state.lastRegistered { state.cancelledEarly.insert(id) }
                 return nil
             }
             return state.waiters.remove(at: index).continuation

@@ -54,31 +54,36 @@ final class _DatagramStreamState: Sendable {
     /// A buffered batch, or nil-in-a-box once finished; nil if the consumer has to wait.
     func takeIfReady() -> Ready? {
         var signal = false
-        let ready = state.withLock { state -> Ready? in
-            if state.bufferedCount > 0 {
-                let batch = state.buffered[state.head].take()
-                state.head += 1
-                if state.head == state.buffered.count { state.buffered.removeAll(keepingCapacity: true); state.head = 0 }
-                if state.paused && !state.signalled && state.bufferedCount <= limits.low { state.signalled = true; signal = true }
-                return .batch(batch)
-            }
-            return state.finished ? .batch(nil) : nil
-        }
+        let ready = state.withLock { take(&$0, signal: &signal) }
         if signal { signalLoop() }
         return ready
     }
 
-    /// Parks the consumer until a batch comes or the stream finishes (at once if either happened since).
+    /// Under the lock: the next buffered batch (asking the loop to read again at the low mark), nil-in-a-box
+    /// once finished, or nil.
+    private func take(_ state: inout State, signal: inout Bool) -> Ready? {
+        if state.bufferedCount > 0 {
+            let batch = state.buffered[state.head].take()
+            state.head += 1
+            if state.head == state.buffered.count { state.buffered.removeAll(keepingCapacity: true); state.head = 0 }
+            if state.paused && !state.signalled && state.bufferedCount <= limits.low { state.signalled = true; signal = true }
+            return .batch(batch)
+        }
+        return state.finished ? .batch(nil) : nil
+    }
+
+    /// Parks the consumer until a batch comes or the stream finishes (at once if either happened), deciding
+    /// under one lock.
     func wait(_ continuation: UnsafeContinuation<DatagramStream.Batch?, Never>) {
-        if let ready = takeIfReady() { return continuation.resume(returning: ready.batch) }
-        let late = state.withLock { state -> Ready? in
-            // Between the two locks a batch may have come, or the stream finished.
-            if state.bufferedCount > 0 || state.finished { return nil }
+        var signal = false
+        let ready = state.withLock { state -> Ready? in
+            if let ready = take(&state, signal: &signal) { return ready }
             precondition(state.waiting == nil, "DatagramStream is iterated by two tasks at once; iterate it from one")
             state.waiting = continuation
-            return .batch(nil)
+            return nil
         }
-        if late == nil, let ready = takeIfReady() { continuation.resume(returning: ready.batch) }
+        if signal { signalLoop() }
+        if let ready { continuation.resume(returning: ready.batch) }
     }
 
     /// The iterating task was cancelled: it gets nil, and the stream finishes.

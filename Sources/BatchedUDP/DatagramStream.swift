@@ -80,6 +80,10 @@ public final class DatagramStream: AsyncSequence, Sendable {
         /// does not hop off and back per batch.
         public mutating func next(isolation actor: isolated (any Actor)?) async -> Batch? {
             let shared = stream.shared
+            if Task.isCancelled {
+                shared.cancel()
+                return nil
+            }
             if let ready = shared.takeIfReady() { return ready.batch }
             return await withTaskCancellationHandler(operation: {
                 await withUnsafeContinuation(isolation: actor) { shared.wait($0) }

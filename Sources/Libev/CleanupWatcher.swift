@@ -28,6 +28,8 @@ public final class CleanupWatcher: Watcher {
                    stop: { ev_cleanup_stop($0, $1!.assumingMemoryBound(to: ev_cleanup.self)) })
     }
 
+    override var libevUnrefsItself: Bool { true }
+
     override func fire(_ revents: Int32) {
         stop()  // while the loop is still there to stop it on
         callback(self)

@@ -18,6 +18,11 @@ extension EventLoop {
         if confinement.thread.load(ordering: .relaxed) != me { confinement.thread.store(me, ordering: .relaxed) }
     }
 
+    /// Forgets the loop thread, whose thread is ending (its `pthread_t` may be reused by another).
+    func forgetLoopThread() {
+        confinement.thread.store(0, ordering: .relaxed)
+    }
+
     /// Whether the calling thread is the one running the loop (or the loop's last thread while it is not
     /// running).
     var isOnLoopThread: Bool {

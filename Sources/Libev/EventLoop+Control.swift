@@ -35,8 +35,10 @@ extension EventLoop {
 
     /// Makes `watcher`'s callback run in this iteration as if its event had happened (`ev_feed_event`),
     /// whether or not it is active. For an ``IOWatcher``, `events` is what its callback receives.
+    /// - Precondition: `watcher` belongs to this loop.
     public func feedEvent(to watcher: Watcher, events: IOEvents = []) {
         assertOnLoopThread("EventLoop.feedEvent(to:events:)")
+        precondition(watcher.loop.raw == raw, "EventLoop.feedEvent(to:events:) was given a watcher of another loop")
         ev_feed_event(raw, watcher.memory.pointer, events.rawValue)
     }
 
@@ -54,6 +56,7 @@ extension EventLoop {
     /// - Precondition: finite, not negative.
     public func setIOCollectInterval(_ seconds: Double) throws(LibevError) {
         try checkOwned("EventLoop.setIOCollectInterval(_:)")
+        assertOnLoopThread("EventLoop.setIOCollectInterval(_:)")
         precondition(seconds.isFinite && seconds >= 0, "an io collect interval must be finite and >= 0, got \(seconds)")
         ev_set_io_collect_interval(raw, seconds)
     }
@@ -64,6 +67,7 @@ extension EventLoop {
     /// - Precondition: finite, not negative.
     public func setTimeoutCollectInterval(_ seconds: Double) throws(LibevError) {
         try checkOwned("EventLoop.setTimeoutCollectInterval(_:)")
+        assertOnLoopThread("EventLoop.setTimeoutCollectInterval(_:)")
         precondition(seconds.isFinite && seconds >= 0, "a timeout collect interval must be finite and >= 0, got \(seconds)")
         ev_set_timeout_collect_interval(raw, seconds)
     }
@@ -73,6 +77,7 @@ extension EventLoop {
     /// - Throws: ``LibevError/borrowedLoop(operation:)`` on a borrowed loop.
     public func suspend() throws(LibevError) {
         try checkOwned("EventLoop.suspend()")
+        assertOnLoopThread("EventLoop.suspend()")
         ev_suspend(raw)
     }
 
@@ -80,6 +85,7 @@ extension EventLoop {
     /// - Throws: ``LibevError/borrowedLoop(operation:)`` on a borrowed loop.
     public func resume() throws(LibevError) {
         try checkOwned("EventLoop.resume()")
+        assertOnLoopThread("EventLoop.resume()")
         ev_resume(raw)
     }
 
@@ -89,6 +95,7 @@ extension EventLoop {
     /// - Throws: ``LibevError/borrowedLoop(operation:)`` on a borrowed loop (its owner handles forks).
     public func noteFork() throws(LibevError) {
         try checkOwned("EventLoop.noteFork()")
+        assertOnLoopThread("EventLoop.noteFork()")
         ev_loop_fork(raw)
     }
 

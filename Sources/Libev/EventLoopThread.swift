@@ -33,7 +33,7 @@ public final class EventLoopThread: Sendable {
             return nil
         }, context)
         precondition(rc == 0, "EventLoopThread: pthread_create failed with \(rc)")
-        sem_wait(&state.ready)
+        state.waitUntilStarted()
         switch state.started! {
         case .success(let executor):
             self.executor = executor
@@ -64,6 +64,8 @@ public final class EventLoopThread: Sendable {
     /// Shuts the executor down (jobs already queued still run) and suspends until the loop thread has
     /// finished, without blocking a thread. Any task; not from the loop thread itself.
     public func shutdownGracefully() async {
+        precondition(pthread_equal(pthread_self(), state.thread) == 0,
+                     "EventLoopThread.shutdownGracefully() was called on its own loop thread, which would wait for itself")
         executor.shutdown()
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             state.whenFinished { continuation.resume() }
@@ -78,8 +80,21 @@ public final class EventLoopThread: Sendable {
         precondition(pthread_equal(pthread_self(), state.thread) == 0,
                      "EventLoopThread.shutdown() was called on its own loop thread, which would wait for itself")
         executor.shutdown()
+        let finished = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+        sem_init(finished, 0, 0)
+        defer { sem_destroy(finished); finished.deallocate() }
+        let post = _SemaphorePost(finished)
+        state.whenFinished { post.post() }
+        _LoopThreadState.wait(finished)
         state.join()
     }
+}
+
+/// Posts a semaphore from the loop thread's end-of-loop callback.
+private struct _SemaphorePost: @unchecked Sendable {
+    let semaphore: UnsafeMutablePointer<sem_t>
+    init(_ semaphore: UnsafeMutablePointer<sem_t>) { self.semaphore = semaphore }
+    func post() { sem_post(semaphore) }
 }
 
 /// The loop thread's side: its start-up hand-off, its end, and its join.
@@ -88,16 +103,26 @@ private final class _LoopThreadState: @unchecked Sendable {
     /// Written once by `pthread_create`, before anyone reads it.
     var thread = pthread_t()
     /// Posted once `started` is set.
-    var ready = sem_t()
+    private let ready = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
     var started: Result<LoopExecutor, LibevError>?
     private let end = Locked<(finished: Bool, joined: Bool, waiters: [@Sendable () -> Void])>((false, false, []))
 
     init(backend: EventLoop.Backend) {
         self.backend = backend
-        sem_init(&ready, 0, 0)
+        sem_init(ready, 0, 0)
     }
 
-    deinit { sem_destroy(&ready) }
+    deinit {
+        sem_destroy(ready)
+        ready.deallocate()
+    }
+
+    /// Waits for the thread to report its start (retrying after a signal interrupts the wait).
+    func waitUntilStarted() { _LoopThreadState.wait(ready) }
+
+    static func wait(_ semaphore: UnsafeMutablePointer<sem_t>) {
+        while sem_wait(semaphore) != 0 && errno == EINTR {}
+    }
 
     /// The thread: creates the loop and its executor, hands the executor over, runs the loop until the
     /// executor has finished (breaking it then, whatever watchers are still active), then says so.
@@ -105,13 +130,24 @@ private final class _LoopThreadState: @unchecked Sendable {
         do {
             let loop = try EventLoop(backend: backend)
             let executor = LoopExecutor(loop: loop)
-            executor.onFinished = { loop.breakLoop(.all) }
+            var executorFinished = false
+            executor.onFinished = {
+                executorFinished = true
+                loop.breakLoop(.all)
+            }
             started = .success(executor)
-            sem_post(&ready)
+            sem_post(ready)
             loop.run()
+            // Someone else broke the loop: refuse new work, run what is queued, then stop.
+            if !executorFinished {
+                executor.shutdown()
+                loop.run()
+            }
+            // This thread ends: it is no longer the loop's (a later thread may get the same pthread_t).
+            loop.forgetLoopThread()
         } catch {
             started = .failure(error)
-            sem_post(&ready)
+            sem_post(ready)
             return
         }
         let waiters = end.withLock { end in

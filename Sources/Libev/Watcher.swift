@@ -44,7 +44,7 @@ public class Watcher {
     /// it can change at any time, active or not.
     public final var keepsLoopAlive: Bool = true {
         didSet {
-            guard isActive else { return }
+            guard isActive, !libevUnrefsItself else { return }
             if keepsLoopAlive { takeRefBack() } else { dropRef() }
         }
     }
@@ -66,7 +66,7 @@ public class Watcher {
         guard !isActive else { return }
         willStart()
         startFunction(loop.raw, memory.pointer)
-        if !keepsLoopAlive { dropRef() }
+        if !keepsLoopAlive && !libevUnrefsItself { dropRef() }
         didStart()
     }
 
@@ -109,6 +109,10 @@ public class Watcher {
 
     /// Lets a subclass reset its libev struct just before `ev_TYPE_start`.
     func willStart() {}
+
+    /// Whether libev itself keeps this watcher from holding the loop (`ev_cleanup`): then
+    /// ``keepsLoopAlive`` changes nothing.
+    var libevUnrefsItself: Bool { false }
 }
 
 /// The single C entry point for every watcher: recovers the Swift object from the watcher's `data` field

@@ -17,6 +17,7 @@ import Testing
             func spawn(_ script: String) -> pid_t {
                 var pid = pid_t()
                 let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", script].map { (word: String) in strdup(word) } + [nil]
+                defer { argv.forEach { free($0) } }
                 guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else { exit(10) }
                 return pid
             }

@@ -8,6 +8,7 @@ actor Echo {
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     var replies: BatchedUDPWatcher!, datagrams: DatagramStream!
     init(executor: LoopExecutor) { self.executor = executor }
+    isolated deinit {}                                     // its watcher and stream go on the loop thread
 
     func serve(_ address: SocketAddress) async throws {   // isolated: runs on the loop thread
         let socket = try UDPSocket(bindingTo: address)
