@@ -140,36 +140,12 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
         echo.start()
-        let client = try UDPSocket(family: .ipv4)
-        try client.setReceiveBufferSize(8 << 20, force: true)
-        try client.connect(to: .loopbackIPv4(port: server.localAddress.port))
-        let requests = try BatchedUDPWatcher(loop: loop, socket: client, configuration: serverConfiguration)
-        var answered = 0, sent = 0, target = 0
-        func refill() {
-            while sent < target && sent - answered < 256 {
-                let sequence = sent
-                guard (try? requests.enqueue { slot in
-                    slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
-                    return 64
-                }) != nil else { return }
-                sent += 1
-            }
-        }
-        let answers = try BatchedUDPReader(loop: loop, socket: client) { _, batch in
-            answered += batch.count
-            refill()
-        }
-        answers.start()
-        func round() {
-            target += datagramsPerIteration
-            refill()
-            while answered < target { loop.run(.once) }
-        }
-        round()  // warm-up
+        let client = try EchoClient(loop: loop, server: .loopbackIPv4(port: server.localAddress.port))
+        client.round()  // warm-up
         benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { round() }
+        for _ in benchmark.scaledIterations { client.round() }
         benchmark.stopMeasurement()
-        Benchmark.blackHole(answered)
+        Benchmark.blackHole(client.answered)
     }
     }
 
@@ -181,42 +157,60 @@ let benchmarks: @Sendable () -> Void = {
         let server = try await AsyncEchoServer.make(executor: thread.executor)
         await server.startServing()
         let loop = try EventLoop()
-        let client = try UDPSocket(family: .ipv4)
-        try client.setReceiveBufferSize(8 << 20, force: true)
-        try client.connect(to: await server.address)
-        var configuration = BatchedUDPWatcher.Configuration()
-        configuration.maxDatagramSize = 64
-        let requests = try BatchedUDPWatcher(loop: loop, socket: client, configuration: configuration)
-        var answered = 0, sent = 0, target = 0
-        func refill() {
-            while sent < target && sent - answered < 256 {
-                let sequence = sent
-                guard (try? requests.enqueue { slot in
-                    slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
-                    return 64
-                }) != nil else { return }
-                sent += 1
-            }
-        }
-        let answers = try BatchedUDPReader(loop: loop, socket: client) { _, batch in
-            answered += batch.count
-            refill()
-        }
-        answers.start()
-        func round() {
-            target += datagramsPerIteration
-            refill()
-            while answered < target { loop.run(.once) }
-        }
-        round()  // warm-up: the stream's buffer pool fills
+        let client = try EchoClient(loop: loop, server: await server.address)
+        client.round()  // warm-up: the stream's buffer pool fills
         benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations { round() }
+        for _ in benchmark.scaledIterations { client.round() }
         benchmark.stopMeasurement()
-        Benchmark.blackHole(answered)
-        answers.stop()
+        Benchmark.blackHole(client.answered)
+        client.stop()
         await server.stop()
         await thread.shutdownGracefully()
     }
+}
+
+/// The echo benchmarks' client: keeps 256 datagrams awaiting their echo, on its own loop run by `round`.
+final class EchoClient {
+    let loop: EventLoop
+    private let requests: BatchedUDPWatcher
+    private var answers: BatchedUDPReader!
+    private(set) var answered = 0
+    private var sent = 0, target = 0
+
+    init(loop: EventLoop, server: SocketAddress) throws {
+        self.loop = loop
+        let socket = try UDPSocket(family: .ipv4)
+        try socket.setReceiveBufferSize(8 << 20, force: true)
+        try socket.connect(to: server)
+        var configuration = BatchedUDPWatcher.Configuration()
+        configuration.maxDatagramSize = 64
+        requests = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
+        answers = try BatchedUDPReader(loop: loop, socket: socket) { [unowned self] _, batch in
+            self.answered += batch.count
+            self.refill()
+        }
+        answers.start()
+    }
+
+    private func refill() {
+        while sent < target && sent - answered < 256 {
+            let sequence = sent
+            guard (try? requests.enqueue { slot in
+                slot.storeBytes(of: UInt64(sequence).littleEndian, as: UInt64.self)
+                return 64
+            }) != nil else { return }
+            sent += 1
+        }
+    }
+
+    /// Sends the next `datagramsPerIteration` datagrams and runs the loop until all are echoed.
+    func round() {
+        target += datagramsPerIteration
+        refill()
+        while answered < target { loop.run(.once) }
+    }
+
+    func stop() { answers.stop() }
 }
 
 /// A minimal async echo server: one socket, a stream of what arrives, each datagram sent back.
