@@ -66,6 +66,16 @@ actor LoopSender {
 }
 
 @Suite struct AsyncSendTests {
+    /// Fills `sender`'s queue while the kernel refuses everything, then starts a send tagged `tag`;
+    /// returns once that send waits.
+    static func waitingSend(_ sender: LoopSender, tag: Int) async throws -> Task<Void, any Error> {
+        sender.holding.withLock { $0 = true }
+        await sender.fill()
+        let waiting = Task { try await sender.send(tag: tag) }
+        while await sender.waiting < 1 { try await sender.executor.sleep(for: 0.001) }
+        return waiting
+    }
+
     /// Many tasks send through a 16-slot queue, far more than it holds: nobody gets `queueFull`, every
     /// datagram arrives, and sends are queued in exactly the order they were called (those that waited
     /// resume in order, and newcomers queue behind them).
@@ -95,10 +105,7 @@ actor LoopSender {
         let receiver = try Receiver()
         try await EventLoopThread.run { executor in
             let sender = try await LoopSender.make(executor: executor, to: receiver.address, capacity: 8)
-            sender.holding.withLock { $0 = true }
-            await sender.fill()
-            let waiting = Task { try await sender.send(tag: 1) }
-            while await sender.waiting < 1 { try await executor.sleep(for: 0.001) }
+            let waiting = try await AsyncSendTests.waitingSend(sender, tag: 1)
             let newcomer = await sender.releaseWithNewcomer(tag: 2)
             try await waiting.value
             try await newcomer.value
@@ -114,11 +121,8 @@ actor LoopSender {
         let receiver = try Receiver()
         try await EventLoopThread.run { executor in
             let sender = try await LoopSender.make(executor: executor, to: receiver.address, capacity: 8)
-            sender.holding.withLock { $0 = true }
-            await sender.fill()
+            let cancelled = try await AsyncSendTests.waitingSend(sender, tag: 1)
             let enqueuedBefore = await sender.counters.enqueued
-            let cancelled = Task { try await sender.send(tag: 1) }
-            while await sender.waiting < 1 { try await executor.sleep(for: 0.001) }
             let patient = Task { try await sender.send(tag: 2) }
             while await sender.waiting < 2 { try await executor.sleep(for: 0.001) }
             cancelled.cancel()
@@ -136,10 +140,7 @@ actor LoopSender {
         let receiver = try Receiver()
         try await EventLoopThread.run { executor in
             let sender = try await LoopSender.make(executor: executor, to: receiver.address, capacity: 8)
-            sender.holding.withLock { $0 = true }
-            await sender.fill()
-            let waiting = Task { try await sender.send(tag: 1) }
-            while await sender.waiting < 1 { try await executor.sleep(for: 0.001) }
+            let waiting = try await AsyncSendTests.waitingSend(sender, tag: 1)
             await sender.close()
             await #expect(throws: BatchedUDPError.closed) { try await waiting.value }
             await #expect(throws: BatchedUDPError.closed) { try await sender.send(tag: 2) }
