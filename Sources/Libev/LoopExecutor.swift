@@ -6,7 +6,9 @@ internal import Glibc
 ///
 /// Jobs from any thread go into one locked FIFO and wake the loop through one `ev_async`; the loop runs
 /// them in order, on its own thread, between its other callbacks. It works on owned loops and on borrowed
-/// ones alike: the host's `ev_run` runs the jobs.
+/// ones alike: the host's `ev_run` runs the jobs. On a borrowed loop, call ``shutdown()`` before the host
+/// destroys the loop (a `CleanupWatcher` tells you when): work enqueued after the loop is gone would wake
+/// freed memory.
 ///
 /// ```swift
 /// actor Counter {
