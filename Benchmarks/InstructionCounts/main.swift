@@ -3,13 +3,14 @@
 // count (`--toggle-collect`), so start-up and allocation stay out; the script takes the slope between two
 // counts so what is left of fixed costs cancels.
 //
-//   instruction-counts send COUNT single|copy|batch|batch-copy|single-source gso|no-gso [SIZE]
+//   instruction-counts send COUNT single|copy|batch|batch-copy|single-source|wildcard|wildcard-source gso|no-gso [SIZE]
 //     COUNT datagrams of SIZE bytes (default 64), each carrying its 8-byte sequence number, through a
 //     BatchedUDPWatcher on a socket connected to a loopback receiver that never reads (loopback drops what
 //     does not fit, the sender never waits). single: enqueue(writingWith:) per datagram; copy:
 //     enqueue(_:) of a buffer per datagram; batch: enqueue(count:writingWith:), as many as fit per call;
 //     batch-copy: enqueue(contentsOf:) of 64 buffers at a time; single-source: enqueue(metadata:writingWith:)
-//     with a source address per datagram. Each fills the ring, then lets the loop
+//     with a source address per datagram; wildcard: enqueue(to:writingWith:) from a socket bound to 0.0.0.0;
+//     wildcard-source: the same with a source address per datagram. Each fills the ring, then lets the loop
 //     drain it.
 //   instruction-counts receive COUNT gro|no-gro
 //     COUNT 64-byte datagrams (sent with GSO for gro) queued on a socket first, then read by a
@@ -40,19 +41,29 @@ struct InstructionCounts {
     }
 
     static func usage() -> Never {
-        let text = "usage: instruction-counts send COUNT single|copy|batch|batch-copy|single-source gso|no-gso [SIZE]\n"
+        let text = "usage: instruction-counts send COUNT single|copy|batch|batch-copy|single-source|wildcard|wildcard-source gso|no-gso [SIZE]\n"
             + "       instruction-counts receive COUNT gro|no-gro\n"
         _ = text.withCString { write(2, $0, strlen($0)) }
         exit(64)
     }
 
-    enum SendAPI: String { case single, copy, batch, batchCopy = "batch-copy", singleSource = "single-source" }
+    enum SendAPI: String {
+        case single, copy, batch, batchCopy = "batch-copy", singleSource = "single-source"
+        case wildcard, wildcardSource = "wildcard-source"
+        /// The wildcard workloads send from a socket bound to 0.0.0.0, naming each datagram's destination.
+        var isWildcard: Bool { self == .wildcard || self == .wildcardSource }
+    }
 
     static func send(count: Int, api: SendAPI, gso: Bool, size: Int) throws {
         let loop = try EventLoop()
         let receiver = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
-        let socket = try UDPSocket(family: .ipv4)
-        try socket.connect(to: receiver.localAddress)
+        let socket: UDPSocket
+        if api.isWildcard {
+            socket = try UDPSocket(bindingTo: SocketAddress(ipv4: 0, 0, 0, 0, port: 0))
+        } else {
+            socket = try UDPSocket(family: .ipv4)
+            try socket.connect(to: receiver.localAddress)
+        }
         var configuration = BatchedUDPWatcher.Configuration()
         configuration.segmentation = gso ? .automatic : .off
         let watcher = try BatchedUDPWatcher(loop: loop, socket: socket, configuration: configuration)
@@ -61,7 +72,7 @@ struct InstructionCounts {
         let buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * size, alignment: 8)
         defer { buffers.deallocate() }
         buffers.initializeMemory(as: UInt8.self, repeating: 0)
-        try sendPhase(loop, watcher, count: count, api: api, size: size, buffers: buffers)
+        try sendPhase(loop, watcher, count: count, api: api, size: size, buffers: buffers, destination: try receiver.localAddress)
         let counters = watcher.counters
         print("send \(api.rawValue) \(gso ? "gso" : "no-gso") sent \(counters.sent) failed \(failed) gso \(counters.gsoSends)")
         if counters.sent != count { exit(1) }
@@ -70,7 +81,7 @@ struct InstructionCounts {
     /// What is counted: the enqueues and the drains that send them.
     @inline(never)
     static func sendPhase(_ loop: EventLoop, _ watcher: BatchedUDPWatcher, count: Int, api: SendAPI, size: Int,
-                          buffers: UnsafeMutableRawBufferPointer) throws {
+                          buffers: UnsafeMutableRawBufferPointer, destination: SocketAddress) throws {
         // The copying batch form's buffers: 64 datagrams side by side in `buffers`.
         let datagrams = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: 64)
         defer { datagrams.deallocate() }
@@ -91,6 +102,17 @@ struct InstructionCounts {
                 let metadata = SendMetadata(source: .loopbackIPv4(port: 0))
                 while next < count && watcher.isWritable {
                     try watcher.enqueue(metadata: metadata) { slot in
+                        slot.storeBytes(of: UInt64(next).littleEndian, as: UInt64.self)
+                        return size
+                    }
+                    next += 1
+                }
+            case .wildcard, .wildcardSource:
+                // What a server on a wildcard address sends: a destination per datagram, and with
+                // wildcard-source the local address to send from.
+                let metadata = api == .wildcardSource ? SendMetadata(source: .loopbackIPv4(port: 0)) : nil
+                while next < count && watcher.isWritable {
+                    try watcher.enqueue(to: destination, metadata: metadata) { slot in
                         slot.storeBytes(of: UInt64(next).littleEndian, as: UInt64.self)
                         return size
                     }

@@ -66,60 +66,95 @@ extension BatchedUDPWatcher {
 
     // MARK: Enqueue helpers
 
-    /// Checks state, destination, metadata and size. The hot case, a datagram to the connected peer
-    /// without metadata, is a few loads and compares inline; anything else is checked out of line.
-    @inline(__always)
-    func admit(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) {
+    /// Checks state, destination, metadata and size; returns the largest payload they allow. The hot
+    /// case, a datagram to the connected peer without metadata, is a few loads and compares inline; so is
+    /// a datagram with the destination and metadata of the one before (`prepareAddressed`).
+    @inline(__always) @discardableResult
+    func admit(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) -> Int {
         guard state == .open else { throw .closed }
+        let limit: Int
         if destination == nil && metadata == nil {
             guard isConnected else { throw .destinationRequired }
-            guard length <= peerPayloadLimit else { throw .messageTooLarge(size: length, limit: peerPayloadLimit) }
+            limit = peerPayloadLimit
         } else {
-            try admitAddressed(destination, length: length, metadata: metadata)
+            limit = try prepareAddressed(destination, metadata)
         }
+        guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
+        return limit
     }
 
     /// What checking a destination and metadata found, and how they are written: kept for the next
-    /// datagram, which usually carries the same (a server answering from one address, a sender marking
-    /// every datagram with one ECN codepoint), so a run of them is checked and encoded once. Stored
-    /// fields of the watcher, read in place (a struct of this size costs a copy per datagram).
+    /// datagram, which usually carries the same (a sender marking every datagram with one ECN codepoint,
+    /// a server answering from one address), so a run of them is checked and encoded once. The metadata's
+    /// control messages are kept apart from the destination: an echo server answers a different client
+    /// each time, from the same address, and encodes that address once. Stored fields of the watcher,
+    /// read in place.
     struct Addressed {
         var valid = false
-        var destination: SocketAddress?
-        var metadata: SendMetadata?
+        /// As given: ``SocketAddress/unspecified`` for the connected peer, empty metadata for none (both
+        /// behave alike), so that comparing is word compares without optional tags.
+        var destination = SocketAddress.unspecified
+        var metadata = SendMetadata()
         /// The largest payload: the slot, or the wire family's UDP limit.
         var limit = 0
         /// The destination as written to the slot (IPv4 mapped on a dual-stack IPv6 socket).
         var target: SocketAddress?
-        /// The metadata as attached (the source unmapped, ECN dropped once refused); nil when empty.
-        var attached: SendMetadata?
-        /// Whether the datagram travels as IPv4, which decides its control messages.
-        var ipv4 = false
-        /// Tells the ring that the control messages it wrote last are these (`attachMetadata(_:ipv4:key:)`).
+        /// Names this destination and metadata in the ring's slots (`DatagramRing.keys`): it changes
+        /// whenever they do, so adjacent slots with equal keys go to the same place with the same metadata.
         var key = 0
+        /// The metadata whose control messages the ring holds ready (`DatagramRing.stage`), for an IPv4
+        /// or IPv6 destination; `controlLength` of them (0 for none).
+        var staged: SendMetadata?
+        var stagedIPv4 = false
+        var stagedValid = false
+        var controlLength = 0
     }
 
+    /// The limit for `destination` and `metadata` (not both nil), checked and staged as `addressed`.
+    @inline(__always)
+    func prepareAddressed(_ destination: SocketAddress?, _ metadata: SendMetadata?) throws(BatchedUDPError) -> Int {
+        let sameDestination: Bool, sameMetadata: Bool
+        if let destination { sameDestination = addressed.destination == destination } else { sameDestination = addressed.destination.isUnspecified }
+        if let metadata { sameMetadata = addressed.metadata == metadata } else { sameMetadata = addressed.metadata.isEmpty }
+        if !(addressed.valid && sameDestination && sameMetadata) {
+            try readdress(destination, metadata)
+        }
+        return addressed.limit
+    }
+
+    /// The checks of a destination and metadata other than the last ones; the result is in `addressed`.
     @inline(never)
-    private func admitAddressed(_ destination: SocketAddress?, length: Int, metadata: SendMetadata?) throws(BatchedUDPError) {
-        try checkAddressed(destination, metadata)
-        guard length <= addressed.limit else { throw .messageTooLarge(size: length, limit: addressed.limit) }
-    }
-
-    /// The checks of a destination and metadata, done once for a run of datagrams that carry the same;
-    /// the result is in `addressed`.
-    private func checkAddressed(_ destination: SocketAddress?, _ metadata: SendMetadata?) throws(BatchedUDPError) {
-        if addressed.valid && addressed.destination == destination && addressed.metadata == metadata { return }
+    private func readdress(_ destination: SocketAddress?, _ metadata: SendMetadata?) throws(BatchedUDPError) {
+        addressed.valid = false
+        // IPv4 on the wire (an IPv4 or IPv4-mapped destination, or a connected IPv4 peer) allows 65,507 bytes.
+        let ipv4: Bool
         if let destination {
             switch (socket.family, destination.family) {
             case (.ipv4, .ipv4), (.ipv6, .ipv6): break
             case (.ipv6, .ipv4) where reachesIPv4: break
             default: throw .addressFamilyMismatch(destination: destination, socket: socket.family)
             }
-        } else if !isConnected {
+            ipv4 = destination.isIPv4OnTheWire
+        } else if isConnected {
+            ipv4 = socket.family == .ipv4 || connectedPeerIsIPv4
+        } else {
             throw .destinationRequired
         }
-        // IPv4 on the wire (an IPv4 or IPv4-mapped destination, or a connected IPv4 peer) allows 65,507 bytes.
-        let ipv4 = destination?.isIPv4OnTheWire ?? (socket.family == .ipv4 || connectedPeerIsIPv4)
+        if !(addressed.stagedValid && addressed.staged == metadata && addressed.stagedIPv4 == ipv4) {
+            try stage(metadata, ipv4: ipv4, destination: destination)
+        }
+        addressed.destination = destination ?? .unspecified
+        addressed.metadata = metadata ?? SendMetadata()
+        addressed.limit = min(ring.slotSize, ipv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload)
+        addressed.target = socket.family == .ipv6 ? destination?.ipv4Mapped : destination
+        addressed.key &+= 1
+        addressed.valid = true
+    }
+
+    /// Checks `metadata` against the destination's real family and has the ring encode its control
+    /// messages, ready to be copied into slots.
+    private func stage(_ metadata: SendMetadata?, ipv4: Bool, destination: SocketAddress?) throws(BatchedUDPError) {
+        addressed.stagedValid = false
         var attached = metadata
         if let source = metadata?.source {
             // The source address must be of the destination's real family.
@@ -130,19 +165,10 @@ extension BatchedUDPWatcher {
             attached?.source = unmapped
         }
         if isECNRefused { attached?.ecn = nil }
-        addressed.valid = true
-        addressed.destination = destination
-        addressed.metadata = metadata
-        addressed.limit = min(ring.slotSize, ipv4 ? SocketAddress.Family.ipv4.maxUDPPayload : SocketAddress.Family.ipv6.maxUDPPayload)
-        addressed.target = socket.family == .ipv6 ? destination?.ipv4Mapped : destination
-        addressed.attached = attached?.isEmpty == false ? attached : nil
-        addressed.ipv4 = ipv4
-        addressed.key &+= 1
-    }
-
-    /// The limit for a destination and metadata `admit` accepted (after the body of an in-place form).
-    func admittedLimit(_ destination: SocketAddress?, _ metadata: SendMetadata?) -> Int {
-        destination == nil && metadata == nil ? peerPayloadLimit : addressed.limit
+        addressed.controlLength = attached.map { $0.isEmpty ? 0 : ring.stage($0, ipv4: ipv4) } ?? 0
+        addressed.staged = metadata
+        addressed.stagedIPv4 = ipv4
+        addressed.stagedValid = true
     }
 
     /// Why a datagram of `length` bytes to the connected peer without metadata cannot be queued, in the
@@ -163,35 +189,29 @@ extension BatchedUDPWatcher {
         return .queueFull(capacity: ring.capacity, byteCapacity: ring.byteCapacity)
     }
 
-    /// Queues the tail slot, written with `length` payload bytes; returns its sequence number.
+    /// Queues the tail slot, written with `length` payload bytes, to the destination and with the
+    /// metadata `admit` just checked; returns its sequence number.
     @inline(__always)
     func commit(length: Int, destination: SocketAddress?, metadata: SendMetadata?) -> Int {
         if destination == nil && metadata == nil {
             ring.commitTail(length: length)
         } else {
-            commitAddressed(length: length, destination: destination, metadata: metadata)
+            commitAddressed(length: length)
         }
         return committed(1)
     }
 
-    /// Queues the tail slot with its destination (mapped to IPv6 on a dual-stack socket) and its metadata
-    /// control messages, as `admit` just checked them (out of line: datagrams to the connected peer
-    /// without metadata do not pay for it).
-    @inline(never)
-    func commitAddressed(length: Int, destination: SocketAddress?, metadata: SendMetadata?) {
-        assert(addressed.valid && addressed.destination == destination && addressed.metadata == metadata, "commit without its admit")
-        if let target = addressed.target {
-            ring.commitTail(length: length, destination: target)
-        } else {
-            ring.commitTail(length: length)
-        }
-        if let attached = addressed.attached { ring.attachMetadata(attached, ipv4: addressed.ipv4, key: addressed.key) }
+    /// Queues the tail slot with the destination and metadata in `addressed` (what `admit` checked last).
+    @inline(__always)
+    func commitAddressed(length: Int) {
+        assert(addressed.valid, "commit without its admit")
+        ring.commitTail(length: length, target: addressed.target, key: addressed.key, controlLength: addressed.controlLength)
     }
 
     /// The bookkeeping after `n` datagrams were queued at once: their sequence numbers start at the
     /// returned one; a drain is scheduled if the ring was empty; the high water mark is applied. Counters
     /// and marks change once per call, however many datagrams it queued.
-    @inlinable
+    @inlinable @inline(__always)
     func committed(_ n: Int) -> Int {
         let first = nextSequence
         nextSequence = first &+ n
@@ -443,6 +463,7 @@ extension BatchedUDPWatcher {
     private func ecnWasRefused() {
         isECNRefused = true
         addressed.valid = false
+        addressed.stagedValid = false
         ring.removeECN()
         tally.ecnFallbacks += 1
     }

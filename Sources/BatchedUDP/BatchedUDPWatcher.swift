@@ -308,7 +308,7 @@ public final class BatchedUDPWatcher {
         checkEntry("enqueue(_:to:metadata:)")
         try admit(destination, length: bytes.count, metadata: metadata)
         guard ring.canAccept(length: bytes.count) else { throw reject() }
-        if bytes.count > 0 { ring.tailPayload.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        if let source = bytes.baseAddress { ring.copyToTail(from: source, length: bytes.count) }
         return commit(length: bytes.count, destination: destination, metadata: metadata)
     }
 
@@ -364,13 +364,12 @@ public final class BatchedUDPWatcher {
     public func enqueue(to destination: SocketAddress? = nil, metadata: SendMetadata? = nil,
                         writingWith body: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
         checkEntry("enqueue(to:metadata:writingWith:)")
-        try admit(destination, length: 0, metadata: metadata)
+        let limit = try admit(destination, length: 0, metadata: metadata)
         guard ring.canAccept(length: 0) else { throw reject() }
         let length = try writeTail(body)
         checkSlotLength(length)
         // The body may have closed the watcher's socket (and so the watcher); the length is known now.
         guard state == .open else { throw BatchedUDPError.closed }
-        let limit = admittedLimit(destination, metadata)
         guard length <= limit else { throw BatchedUDPError.messageTooLarge(size: length, limit: limit) }
         guard ring.canAccept(length: length) else { throw reject() }
         return commit(length: length, destination: destination, metadata: metadata)
@@ -579,13 +578,11 @@ public final class BatchedUDPWatcher {
     private func enqueueBatch(count: Int, destination: SocketAddress?, metadata: SendMetadata?, partially: Bool,
                               _ body: (Int, UnsafeMutableRawBufferPointer) throws -> Int) throws -> Range<Int> {
         precondition(count >= 0, "enqueue(count:): count \(count) is negative")
-        try admit(destination, length: 0, metadata: metadata)
+        let limit = try admit(destination, length: 0, metadata: metadata)
         let free = ring.capacity - ring.count
         guard partially || count <= free else { throw reject(count) }
         let n = min(count, free)
         let budget = ring.byteCapacity - ring.bytes
-        let plain = destination == nil && metadata == nil
-        let limit = plain ? peerPayloadLimit : ring.slotSize  // addressed datagrams are checked one by one below
         var written = 0, bytes = 0
         isWritingSlot = true
         do {
@@ -606,14 +603,13 @@ public final class BatchedUDPWatcher {
                 written += 1
             }
         }
-        // The body may have closed the watcher's socket; every length must fit the destination.
-        try admit(destination, length: 0, metadata: metadata)
+        // The body may have closed the watcher's socket.
+        guard state == .open else { throw BatchedUDPError.closed }
         guard written > 0 else { return nextSequence..<nextSequence }
-        if plain {
+        if destination == nil && metadata == nil {
             ring.commitWritten(written, length: bytes)
         } else {
-            for offset in 0..<written { try admit(destination, length: ring.length(afterTail: offset), metadata: metadata) }
-            for _ in 0..<written { commitAddressed(length: ring.length(afterTail: 0), destination: destination, metadata: metadata) }
+            for _ in 0..<written { commitAddressed(length: ring.length(afterTail: 0)) }
         }
         let first = committed(written)
         return first..<first + written

@@ -45,13 +45,23 @@ final class DatagramRing {
     /// Per-slot control areas for send metadata (PKTINFO, ECN), allocated the first time a datagram
     /// carries metadata: a ring that never does costs nothing for it.
     private var controls: UnsafeMutableRawPointer?
+    /// Per slot, which staging (`stagings`) its control area holds the bytes of, 0 for none: a slot
+    /// reused for the same metadata as on its last lap (a server answering from one address) keeps
+    /// them, and only its header is pointed at them.
+    private var controlStagings: UnsafeMutablePointer<Int>?
+    /// Counts `stage` calls: names the control messages staged now.
+    private var stagings = 0
     /// Bytes of control area per slot.
     static var controlSpace: Int { cudp_send_control_space() }
     /// The same, read once (a static let would cost a swift_once check per datagram).
     private let controlStride = DatagramRing.controlSpace
-    /// The metadata written last (named by the watcher's key), and where: the next datagram with the same
-    /// key copies its bytes.
-    private var lastMetadata: (key: Int, slot: Int, length: Int)?
+    /// The control messages of the metadata the watcher checked last (`stage`), copied into each slot
+    /// that carries it.
+    private let staged: UnsafeMutableRawPointer
+    /// Per slot, the watcher's name for its destination and metadata (`BatchedUDPWatcher.Addressed.key`),
+    /// 0 for a plain slot: adjacent slots with equal keys go to the same place with the same metadata,
+    /// which is all a GSO run needs to know.
+    private let keys: UnsafeMutablePointer<Int>
     private let addresses: UnsafeMutablePointer<sockaddr_storage>
     @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cudp_mmsghdr>
@@ -69,6 +79,10 @@ final class DatagramRing {
         addresses.initialize(repeating: sockaddr_storage(), count: capacity)
         iovecs = .allocate(capacity: capacity)
         messages = .allocate(capacity: capacity)
+        keys = .allocate(capacity: capacity)
+        keys.initialize(repeating: 0, count: capacity)
+        staged = .allocate(byteCount: controlStride, alignment: MemoryLayout<cmsghdr>.alignment)
+        staged.initializeMemory(as: UInt8.self, repeating: 0, count: controlStride)
         for slot in 0..<capacity {
             (iovecs + slot).initialize(to: iovec(iov_base: payload + slot * slotSize, iov_len: 0))
             var message = cudp_mmsghdr()
@@ -83,7 +97,10 @@ final class DatagramRing {
         addresses.deallocate()
         iovecs.deallocate()
         messages.deallocate()
+        keys.deallocate()
+        staged.deallocate()
         controls?.deallocate()
+        controlStagings?.deallocate()
     }
 
     var isEmpty: Bool { count == 0 }
@@ -136,7 +153,7 @@ final class DatagramRing {
     /// Queues the tail slot: its first `length` payload bytes, to the connected peer, without metadata.
     /// The hot path: its header is plain already, so one store and the bookkeeping. The caller has
     /// checked that a slot is free and `length` fits it.
-    @inlinable
+    @inlinable @inline(__always)
     func commitTail(length: Int) {
         let slot = tail
         iovecs[slot].iov_len = length
@@ -145,14 +162,29 @@ final class DatagramRing {
         bytes &+= length
     }
 
-    /// Queues the tail slot: its first `length` payload bytes, to `destination` (already in the socket's
-    /// family: an IPv4 one mapped for a dual-stack IPv6 socket).
-    func commitTail(length: Int, destination: SocketAddress) {
+    /// Queues the tail slot: its first `length` payload bytes, to `target` (already in the socket's
+    /// family: an IPv4 one mapped for a dual-stack IPv6 socket; nil for the connected peer), with the
+    /// first `controlLength` bytes of the staged control messages (`stage`), named `key`.
+    @inline(__always)
+    func commitTail(length: Int, target: SocketAddress?, key: Int, controlLength: Int) {
         precondition(count < capacity && length <= slotSize)
         let slot = tail
         decorates = true
-        messages[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
-        messages[slot].msg_hdr.msg_namelen = destination.write(to: addresses + slot)
+        keys[slot] = key
+        if let target {
+            let name = UnsafeMutableRawPointer(addresses + slot)
+            messages[slot].msg_hdr.msg_name = name
+            messages[slot].msg_hdr.msg_namelen = target.write(to: name)
+        }
+        if controlLength > 0 {
+            let control = controls.unsafelyUnwrapped + slot &* controlStride
+            if controlStagings.unsafelyUnwrapped[slot] != stagings {
+                DatagramRing.copy(control, from: staged, length: controlLength)
+                controlStagings.unsafelyUnwrapped[slot] = stagings
+            }
+            messages[slot].msg_hdr.msg_control = control
+            messages[slot].msg_hdr.msg_controllen = controlLength
+        }
         commitTail(length: length)
     }
 
@@ -206,34 +238,26 @@ final class DatagramRing {
         tail = index(count)
     }
 
-    /// Gives the datagram just committed its metadata control messages (see `cudp_write_send_control`):
-    /// the PKTINFO and ECN messages of the destination's real family (`ipv4`). `key` names this metadata
-    /// and family: senders mostly repeat the same (one source address, one ECN codepoint), and a datagram
-    /// with the key written last copies those bytes instead of building them again.
-    func attachMetadata(_ metadata: SendMetadata, ipv4: Bool, key: Int) {
-        decorates = true
-        let slot = index(count - 1)
-        let control = controlArea(slot)
-        if let last = lastMetadata, last.key == key {
-            control.copyMemory(from: controlArea(last.slot), byteCount: last.length)
-            messages[slot].msg_hdr.msg_control = control
-            messages[slot].msg_hdr.msg_controllen = last.length
-            lastMetadata = (key, slot, last.length)
-            return
+    /// Encodes `metadata`'s control messages (see `cudp_write_send_control`), the PKTINFO and ECN
+    /// messages of the destination's real family (`ipv4`), ready for `commitTail(length:target:key:controlLength:)`
+    /// to copy into slots; returns their length. The first call allocates the slots' control areas: a ring
+    /// that never carries metadata costs nothing for them.
+    func stage(_ metadata: SendMetadata, ipv4: Bool) -> Int {
+        if controls == nil {
+            let area = UnsafeMutableRawPointer.allocate(byteCount: capacity * controlStride, alignment: MemoryLayout<cmsghdr>.alignment)
+            area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * controlStride)
+            controls = area
+            controlStagings = .allocate(capacity: capacity)
+            controlStagings!.initialize(repeating: 0, count: capacity)
         }
+        stagings &+= 1
         let ecn = metadata.ecn.map { Int32($0.rawValue) } ?? -1
-        let length: Int
-        if let source = metadata.source {
-            length = source.withRawAddress { raw in
-                cudp_write_send_control(control, ipv4 ? 1 : 0, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), metadata.interfaceIndex ?? 0, ecn)
-            }
-        } else {
-            length = cudp_write_send_control(control, ipv4 ? 1 : 0, nil, metadata.interfaceIndex ?? 0, ecn)
+        guard let source = metadata.source else {
+            return cudp_write_send_control(staged, ipv4 ? 1 : 0, nil, metadata.interfaceIndex ?? 0, ecn)
         }
-        guard length > 0 else { return }
-        messages[slot].msg_hdr.msg_control = control
-        messages[slot].msg_hdr.msg_controllen = length
-        lastMetadata = (key, slot, length)
+        return source.withRawAddress { raw in
+            cudp_write_send_control(staged, ipv4 ? 1 : 0, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), metadata.interfaceIndex ?? 0, ecn)
+        }
     }
 
     /// The metadata of the datagram `offset` places after the head, read back from its control messages.
@@ -255,13 +279,13 @@ final class DatagramRing {
 
     /// Drops the ECN message from every queued datagram (the kernel refused ECN on this socket).
     func removeECN() {
-        lastMetadata = nil
         for offset in 0..<count {
             let slot = index(offset)
             guard let control = messages[slot].msg_hdr.msg_control, messages[slot].msg_hdr.msg_controllen > 0 else { continue }
             let kept = cudp_send_control_without_ecn(control, messages[slot].msg_hdr.msg_controllen)
             messages[slot].msg_hdr.msg_controllen = kept
             if kept == 0 { messages[slot].msg_hdr.msg_control = nil }
+            controlStagings?[slot] = 0
         }
     }
 
@@ -274,20 +298,11 @@ final class DatagramRing {
 
     /// Drops the ECN message of the head datagram only.
     func removeHeadECN() {
-        if lastMetadata?.slot == head { lastMetadata = nil }
         guard let control = messages[head].msg_hdr.msg_control else { return }
         let kept = cudp_send_control_without_ecn(control, messages[head].msg_hdr.msg_controllen)
         messages[head].msg_hdr.msg_controllen = kept
         if kept == 0 { messages[head].msg_hdr.msg_control = nil }
-    }
-
-    private func controlArea(_ slot: Int) -> UnsafeMutableRawPointer {
-        if controls == nil {
-            let area = UnsafeMutableRawPointer.allocate(byteCount: capacity * controlStride, alignment: MemoryLayout<cmsghdr>.alignment)
-            area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * controlStride)
-            controls = area
-        }
-        return controls! + slot * controlStride
+        controlStagings?[head] = 0
     }
 
     /// How many queued datagrams from the head can go in one `sendmmsg` vector (they stop at the ring's end).
@@ -298,6 +313,9 @@ final class DatagramRing {
 
     /// The `iovec` of the head datagram; those of the next `contiguousFromHead` follow it in memory.
     var headIovecs: UnsafeMutablePointer<iovec> { iovecs + head }
+
+    /// The key of the head datagram (see `keys`); those of the next `contiguousFromHead` follow it.
+    var headKeys: UnsafeMutablePointer<Int> { keys + head }
 
     /// Payload length of the datagram `offset` places after the head.
     func length(at offset: Int) -> Int { iovecs[index(offset)].iov_len }
@@ -342,6 +360,7 @@ final class DatagramRing {
         messages[slot].msg_hdr.msg_namelen = 0
         messages[slot].msg_hdr.msg_control = nil
         messages[slot].msg_hdr.msg_controllen = 0
+        keys[slot] = 0
     }
 
     @inlinable

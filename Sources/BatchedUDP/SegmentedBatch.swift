@@ -93,28 +93,19 @@ final class SegmentedBatch {
             next += 1
             if first >= singles && size > 0 && size <= maxSegment
                 && (limits.isEmpty || size <= limits.maxSegment(for: source[first], fallback: maxSegment, now: now)) {
-                // Each datagram is looked at once: its length, and whether it goes where the first goes
-                // with the same metadata (for the connected peer without metadata, that its slot carries
-                // neither an address nor control messages).
+                // Each datagram is looked at once: its length, and (on a ring where some slots carry an
+                // address or metadata) its key, which equals the first's only if it goes where the first
+                // goes with the same metadata (`DatagramRing.keys`).
                 let end = min(available, first + min(SegmentedBatch.maxSegments, maxPayload / size))
-                let plain = source[first].msg_hdr.msg_namelen == 0 && source[first].msg_hdr.msg_controllen == 0
+                let keys = ring.headKeys
                 if !ring.decorates {
-                    // No slot carries an address or metadata: only the lengths tell where the run ends.
                     next = SegmentedBatch.equalLengths(iovecs, from: next, to: end, size: size)
                 } else {
-                    while next < end && iovecs[next].iov_len == size {
-                        if plain {
-                            guard source[next].msg_hdr.msg_namelen == 0 && source[next].msg_hdr.msg_controllen == 0 else { break }
-                        } else {
-                            guard SegmentedBatch.sameDestinationAndMetadata(source + first, source + next) else { break }
-                        }
-                        next += 1
-                    }
+                    next = SegmentedBatch.equalLengthsAndKeys(iovecs, keys, from: next, to: end, size: size)
                 }
                 // A shorter (never empty) datagram may end the run.
                 if next < end, case let length = iovecs[next].iov_len, length > 0, length < size,
-                   plain ? source[next].msg_hdr.msg_namelen == 0 && source[next].msg_hdr.msg_controllen == 0
-                         : SegmentedBatch.sameDestinationAndMetadata(source + first, source + next) {
+                   !ring.decorates || keys[next] == keys[first] {
                     next += 1
                 }
             }
@@ -161,6 +152,17 @@ final class SegmentedBatch {
         return next
     }
 
+    /// As `equalLengths`, for a ring whose slots may carry addresses or metadata: the run also ends at
+    /// the first datagram whose key differs from the one before `from`.
+    @inline(never)
+    private static func equalLengthsAndKeys(_ iovecs: UnsafeMutablePointer<iovec>, _ keys: UnsafeMutablePointer<Int>,
+                                            from: Int, to end: Int, size: Int) -> Int {
+        let key = keys[from &- 1]
+        var next = from
+        while next < end && iovecs[next].iov_len == size && keys[next] == key { next &+= 1 }
+        return next
+    }
+
     /// Payload size of the segments of message `index` (its first datagram's size).
     func segmentSize(ofMessage index: Int) -> Int { Int(sizes[index]) }
 
@@ -178,17 +180,5 @@ final class SegmentedBatch {
             if run > 1 { superDatagrams += 1 }
         }
         return (datagrams, bytes, superDatagrams)
-    }
-
-    /// Whether two slots go to the same destination with the same metadata (source address, interface,
-    /// ECN): every datagram of a super-datagram shares the message's address and control messages.
-    private static func sameDestinationAndMetadata(_ a: UnsafeMutablePointer<cudp_mmsghdr>, _ b: UnsafeMutablePointer<cudp_mmsghdr>) -> Bool {
-        let a = a.pointee.msg_hdr, b = b.pointee.msg_hdr
-        guard a.msg_namelen == b.msg_namelen, a.msg_controllen == b.msg_controllen else { return false }
-        if a.msg_controllen > 0 && memcmp(a.msg_control!, b.msg_control!, a.msg_controllen) != 0 {
-            return false
-        }
-        guard let left = a.msg_name, let right = b.msg_name else { return a.msg_name == b.msg_name }
-        return memcmp(left, right, Int(a.msg_namelen)) == 0
     }
 }

@@ -7,23 +7,47 @@
 /// ``BatchedUDPWatcher/enqueue(_:replyingTo:)``). The watcher writes it into the slot's preallocated
 /// control area as an IP_PKTINFO / IPV6_PKTINFO message and the ECN as IP_TOS / IPV6_TCLASS, chosen by
 /// the destination's real family (an IPv4 destination on a dual-stack socket gets the IPv4 ones).
+///
+/// Stored flat (no source: a zeroed sockaddr; no interface: 0; no ECN: 0xFF), so comparing two, which
+/// every enqueue with metadata does against the one before, is a few word compares. An interface index of
+/// 0 means "the route decides" to the kernel, so it reads back as nil.
 public struct SendMetadata: Sendable, Hashable, CustomStringConvertible {
+    /// The source address, family 0 (`SocketAddress.unspecified`) for none.
+    private var sourceAddress: SocketAddress
+    private var interface: UInt32
+    private var ecnBits: UInt8
+
     /// The local address to send from (its port is ignored); nil lets the kernel choose by route.
-    public var source: SocketAddress?
-    /// The interface to send on (`if_nametoindex`); nil lets the route decide.
-    public var interfaceIndex: UInt32?
+    public var source: SocketAddress? {
+        get { sourceAddress.isUnspecified ? nil : sourceAddress }
+        set { sourceAddress = newValue ?? .unspecified }
+    }
+    /// The interface to send on (`if_nametoindex`); nil (or 0) lets the route decide.
+    public var interfaceIndex: UInt32? {
+        get { interface == 0 ? nil : interface }
+        set { interface = newValue ?? 0 }
+    }
     /// The ECN codepoint to mark the datagram with; nil sends the socket's default (not-ECT).
-    public var ecn: ECN?
+    public var ecn: ECN? {
+        get { ECN(rawValue: ecnBits) }
+        set { ecnBits = newValue?.rawValue ?? 0xFF }
+    }
 
     /// Metadata asking for what is given; nil fields leave the choice to the kernel. Cost: none (a value).
     public init(source: SocketAddress? = nil, interfaceIndex: UInt32? = nil, ecn: ECN? = nil) {
-        self.source = source
-        self.interfaceIndex = interfaceIndex
-        self.ecn = ecn
+        sourceAddress = source ?? .unspecified
+        interface = interfaceIndex ?? 0
+        ecnBits = ecn?.rawValue ?? 0xFF
+    }
+
+    /// Equal source, interface and ECN codepoint. Cost: a few word compares.
+    @inline(__always)
+    public static func == (lhs: SendMetadata, rhs: SendMetadata) -> Bool {
+        lhs.interface == rhs.interface && lhs.ecnBits == rhs.ecnBits && lhs.sourceAddress == rhs.sourceAddress
     }
 
     /// Whether it asks for nothing.
-    var isEmpty: Bool { source == nil && interfaceIndex == nil && ecn == nil }
+    var isEmpty: Bool { sourceAddress.isUnspecified && interface == 0 && ecnBits == 0xFF }
 
     public var description: String {
         var parts: [String] = []

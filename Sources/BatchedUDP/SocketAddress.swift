@@ -19,14 +19,29 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         public var description: String { self == .ipv4 ? "IPv4" : "IPv6" }
     }
 
-    enum Storage: Sendable {
-        case v4(sockaddr_in)
-        case v6(sockaddr_in6)
+    /// The sockaddr as the kernel takes it, in one flat value: a `sockaddr_in6` for IPv6, or a
+    /// `sockaddr_in` in its first 16 bytes for IPv4 (the IPv4 address where IPv6 has its flow label).
+    /// Every byte an address does not use is zero, so comparing is a few word compares, and writing it
+    /// into a message header one 28-byte store.
+    var raw: sockaddr_in6
+
+    /// Wraps a `sockaddr_in`, with the bytes past it zero.
+    init(_ sin: sockaddr_in) {
+        var sin = sin
+        sin.sin_zero = (0, 0, 0, 0, 0, 0, 0, 0)
+        raw = sockaddr_in6()
+        withUnsafeMutableBytes(of: &raw) { $0.storeBytes(of: sin, as: sockaddr_in.self) }
     }
 
-    let storage: Storage
+    /// Wraps a `sockaddr_in6`.
+    init(_ sin6: sockaddr_in6) { raw = sin6 }
 
-    init(_ storage: Storage) { self.storage = storage }
+    /// All zero, family 0: "no address", where an optional would cost every comparison a tag check. Never
+    /// handed to a user.
+    static var unspecified: SocketAddress { SocketAddress(sockaddr_in6()) }
+
+    /// Whether this is ``unspecified``.
+    var isUnspecified: Bool { raw.sin6_family == 0 }
 
     /// An IPv4 address from its four bytes, `a.b.c.d`, in network order.
     public init(ipv4 a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8, port: UInt16) {
@@ -34,7 +49,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         sin.sin_family = sa_family_t(AF_INET)
         sin.sin_port = port.bigEndian
         sin.sin_addr.s_addr = (UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d)).bigEndian
-        storage = .v4(sin)
+        self.init(sin)
     }
 
     /// `127.0.0.1:port`.
@@ -46,7 +61,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         sin6.sin6_family = sa_family_t(AF_INET6)
         sin6.sin6_port = port.bigEndian
         sin6.sin6_addr = in6addr_loopback
-        return SocketAddress(.v6(sin6))
+        return SocketAddress(sin6)
     }
 
     /// Parses `HOST:PORT`, where HOST is a dotted IPv4 address, a bracketed IPv6 address or `localhost`
@@ -105,7 +120,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         guard inet_pton(AF_INET, host, &sin.sin_addr) == 1 else {
             throw AddressError(input: input, reason: "'\(host)' is not an IPv4 address; use a.b.c.d, [IPv6] or localhost (names are not resolved)")
         }
-        storage = .v4(sin)
+        self.init(sin)
     }
 
     private init(ipv6 host: String, port: UInt16, input: String) throws(AddressError) {
@@ -115,7 +130,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         guard inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1 else {
             throw AddressError(input: input, reason: "'\(host)' is not an IPv6 address")
         }
-        storage = .v6(sin6)
+        self.init(sin6)
     }
 
     /// Reads a `sockaddr` filled by the kernel or C code (`recvfrom`, `getsockname`...), for interop.
@@ -126,56 +141,43 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         guard length >= MemoryLayout<sa_family_t>.size else { return nil }
         switch Int32(address.loadUnaligned(as: sa_family_t.self)) {
         case AF_INET where length >= MemoryLayout<sockaddr_in>.size:
-            storage = .v4(address.loadUnaligned(as: sockaddr_in.self))
+            self.init(address.loadUnaligned(as: sockaddr_in.self))
         case AF_INET6 where length >= MemoryLayout<sockaddr_in6>.size:
-            storage = .v6(address.loadUnaligned(as: sockaddr_in6.self))
+            self.init(address.loadUnaligned(as: sockaddr_in6.self))
         default:
             return nil
         }
     }
 
     /// The address family.
-    public var family: Family {
-        if case .v4 = storage { return .ipv4 }
-        return .ipv6
-    }
+    public var family: Family { Int32(raw.sin6_family) == AF_INET ? .ipv4 : .ipv6 }
 
-    /// The port, in host byte order.
-    public var port: UInt16 {
-        switch storage {
-        case let .v4(sin): return UInt16(bigEndian: sin.sin_port)
-        case let .v6(sin6): return UInt16(bigEndian: sin6.sin6_port)
-        }
-    }
+    /// The port, in host byte order (at the same offset in both families).
+    public var port: UInt16 { UInt16(bigEndian: raw.sin6_port) }
 
     /// The same address with another port.
     public func withPort(_ port: UInt16) -> SocketAddress {
-        switch storage {
-        case var .v4(sin):
-            sin.sin_port = port.bigEndian
-            return SocketAddress(.v4(sin))
-        case var .v6(sin6):
-            sin6.sin6_port = port.bigEndian
-            return SocketAddress(.v6(sin6))
-        }
+        var copy = self
+        copy.raw.sin6_port = port.bigEndian
+        return copy
     }
+
+    /// The IPv4 address, in network order, where an IPv4 address keeps it (`sin_addr`).
+    private var ipv4Bits: UInt32 { raw.sin6_flowinfo }
 
     /// Whether the host is the wildcard address (0.0.0.0 or ::): a socket bound to it receives datagrams
     /// sent to any of the host's addresses, and must answer each from the one it was sent to
     /// (``BatchedUDPReader/Metadata/destination``, ``ReceivedDatagram/replyMetadata``).
     public var isWildcard: Bool {
-        switch storage {
-        case let .v4(sin): return sin.sin_addr.s_addr == 0
-        case var .v6(sin6): return withUnsafeBytes(of: &sin6.sin6_addr) { $0.allSatisfy { $0 == 0 } }
-        }
+        if family == .ipv4 { return ipv4Bits == 0 }
+        return withUnsafeBytes(of: raw.sin6_addr) { $0.allSatisfy { $0 == 0 } }
     }
 
     /// The host part as text: `127.0.0.1` or `::1`.
     public var host: String {
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN)) { buffer in
-            switch storage {
-            case var .v4(sin): _ = inet_ntop(AF_INET, &sin.sin_addr, buffer.baseAddress, socklen_t(buffer.count))
-            case var .v6(sin6): _ = inet_ntop(AF_INET6, &sin6.sin6_addr, buffer.baseAddress, socklen_t(buffer.count))
+            withRawAddress { bytes in
+                _ = inet_ntop(family.rawValue, bytes.baseAddress, buffer.baseAddress, socklen_t(buffer.count))
             }
             return String(cString: buffer.baseAddress!)
         }
@@ -188,32 +190,39 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// This IPv4 address as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), for dual-stack IPv6 sockets.
     var ipv4Mapped: SocketAddress {
-        guard case let .v4(sin) = storage else { return self }
+        guard family == .ipv4 else { return self }
         var sin6 = sockaddr_in6()
         sin6.sin6_family = sa_family_t(AF_INET6)
-        sin6.sin6_port = sin.sin_port
+        sin6.sin6_port = raw.sin6_port
+        let v4 = ipv4Bits
         withUnsafeMutableBytes(of: &sin6.sin6_addr) { bytes in
             bytes[10] = 0xff
             bytes[11] = 0xff
-            withUnsafeBytes(of: sin.sin_addr) { v4 in
-                for i in 0..<4 { bytes[12 + i] = v4[i] }
-            }
+            bytes.storeBytes(of: v4, toByteOffset: 12, as: UInt32.self)
         }
-        return SocketAddress(.v6(sin6))
+        return SocketAddress(sin6)
+    }
+
+    /// Whether this is an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`): two word compares.
+    private var isIPv4Mapped: Bool {
+        family == .ipv6 && withUnsafeBytes(of: raw.sin6_addr) {
+            $0.loadUnaligned(as: UInt64.self) == 0 && $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) == UInt32(0xFFFF_0000).littleEndian
+        }
     }
 
     /// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), with the same port; nil
     /// for any other address.
     var ipv4Unmapped: SocketAddress? {
-        guard case let .v6(sin6) = storage else { return nil }
-        return withUnsafeBytes(of: sin6.sin6_addr) { bytes -> SocketAddress? in
-            guard bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff else { return nil }
-            return SocketAddress(ipv4: bytes[12], bytes[13], bytes[14], bytes[15], port: UInt16(bigEndian: sin6.sin6_port))
-        }
+        guard isIPv4Mapped else { return nil }
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = raw.sin6_port
+        sin.sin_addr.s_addr = withUnsafeBytes(of: raw.sin6_addr) { $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self) }
+        return SocketAddress(sin)
     }
 
     /// Whether a datagram to this address travels as IPv4 (an IPv4 address, or an IPv4-mapped IPv6 one).
-    var isIPv4OnTheWire: Bool { family == .ipv4 || ipv4Unmapped != nil }
+    var isIPv4OnTheWire: Bool { family == .ipv4 || isIPv4Mapped }
 
     /// The address from 4 (IPv4) or 16 (IPv6) bytes in network order, as control messages carry them.
     init(rawAddress bytes: UnsafeRawBufferPointer, port: UInt16) {
@@ -224,62 +233,63 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             sin6.sin6_family = sa_family_t(AF_INET6)
             sin6.sin6_port = port.bigEndian
             withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(16))) }
-            self.init(.v6(sin6))
+            self.init(sin6)
         }
     }
 
     /// Calls `body` with the address part alone, 4 or 16 bytes in network order.
     func withRawAddress<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
-        switch storage {
-        case let .v4(sin): return withUnsafeBytes(of: sin.sin_addr) { body($0) }
-        case let .v6(sin6): return withUnsafeBytes(of: sin6.sin6_addr) { body($0) }
-        }
+        if family == .ipv4 { return withUnsafeBytes(of: raw.sin6_flowinfo) { body($0) } }
+        return withUnsafeBytes(of: raw.sin6_addr) { body($0) }
     }
 
-    /// Writes the sockaddr into `target` and returns its length.
+    /// The length of the sockaddr: 16 bytes for IPv4, 28 for IPv6.
+    var length: socklen_t {
+        socklen_t(family == .ipv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
+    }
+
+    /// Writes the sockaddr into `target` (room for a `sockaddr_in6`: all 28 bytes are written, whatever
+    /// the family) and returns its length.
+    @inline(__always)
     func write(to target: UnsafeMutableRawPointer) -> socklen_t {
-        switch storage {
-        case let .v4(sin):
-            target.storeBytes(of: sin, as: sockaddr_in.self)
-            return socklen_t(MemoryLayout<sockaddr_in>.size)
-        case let .v6(sin6):
-            target.storeBytes(of: sin6, as: sockaddr_in6.self)
-            return socklen_t(MemoryLayout<sockaddr_in6>.size)
-        }
+        target.storeBytes(of: raw, as: sockaddr_in6.self)
+        return length
     }
 
     /// Calls `body` with this address as a `sockaddr` and its length, valid during the call only: for
     /// passing it to C (`sendto`, `connect`...). Cost: a stack copy, no allocation; any thread.
     public func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) rethrows -> R {
-        var storage = sockaddr_in6()  // room for either family
+        var storage = raw
         return try withUnsafeMutableBytes(of: &storage) { bytes in
-            let length = write(to: bytes.baseAddress!)
-            return try body(bytes.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
+            try body(bytes.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
         }
     }
 
-    public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
-        switch (lhs.storage, rhs.storage) {
-        case let (.v4(a), .v4(b)):
-            return a.sin_port == b.sin_port && a.sin_addr.s_addr == b.sin_addr.s_addr
-        case let (.v6(a), .v6(b)):
-            return a.sin6_port == b.sin6_port && a.sin6_scope_id == b.sin6_scope_id
-                && withUnsafeBytes(of: a.sin6_addr) { x in withUnsafeBytes(of: b.sin6_addr) { y in x.elementsEqual(y) } }
-        default:
-            return false
+    /// The sockaddr's 28 bytes as three words and a half, with the IPv6 flow label (which names a flow,
+    /// not an endpoint) masked out: what equality and hashing compare.
+    private var words: (UInt64, UInt64, UInt64, UInt32) {
+        withUnsafeBytes(of: raw) { bytes in
+            var first = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+            if family == .ipv6 { first &= 0xFFFF_FFFF }  // family and port; sin6_flowinfo is bytes 4..<8
+            return (first, bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                    bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
         }
+    }
+
+    /// Equal family, port and address (and IPv6 scope); the IPv6 flow label is not compared. Cost: four
+    /// word compares.
+    @inline(__always)
+    public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
+        let (a, b) = (lhs.words, rhs.words)
+        return a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
     }
 
     public func hash(into hasher: inout Hasher) {
-        switch storage {
-        case let .v4(sin):
-            hasher.combine(sin.sin_addr.s_addr)
-            hasher.combine(sin.sin_port)
-        case let .v6(sin6):
-            withUnsafeBytes(of: sin6.sin6_addr) { hasher.combine(bytes: $0) }
-            hasher.combine(sin6.sin6_port)
-            hasher.combine(sin6.sin6_scope_id)
-        }
+        let words = self.words
+        hasher.combine(words.0)
+        hasher.combine(words.1)
+        hasher.combine(words.2)
+        hasher.combine(words.3)
     }
 }
 

@@ -66,4 +66,39 @@ import Testing
         #expect(SocketAddress(UnsafeRawPointer(buffer + 3), length: socklen_t(MemoryLayout<sockaddr_in6>.size)) == address)
         #expect(SocketAddress(UnsafeRawPointer(buffer + 3), length: socklen_t(MemoryLayout<sockaddr_in6>.size - 1)) == nil)
     }
+
+    /// Equality compares the flat sockaddr word by word: it must still mean family, port, address and
+    /// (IPv6) scope, whatever C code left in `sin_zero` or the flow label, and hashing must agree.
+    @Test func equalityIsFamilyPortAddressAndScope() throws {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = UInt16(53).bigEndian
+        sin.sin_addr.s_addr = UInt32(0x0A01_0203).bigEndian
+        sin.sin_zero = (1, 2, 3, 4, 5, 6, 7, 8)  // garbage a C caller may leave
+        let fromC = try #require(withUnsafeBytes(of: &sin) { SocketAddress($0.baseAddress!, length: socklen_t($0.count)) })
+        let parsed = try SocketAddress(parsing: "10.1.2.3:53")
+        #expect(fromC == parsed)
+        #expect(fromC.hashValue == parsed.hashValue)
+        #expect(parsed != (try SocketAddress(parsing: "10.1.2.3:54")))
+        #expect(parsed != (try SocketAddress(parsing: "10.1.2.4:53")))
+        // An IPv4 address is not the IPv6 address whose flow label has its bits.
+        #expect(parsed != parsed.ipv4Mapped)
+
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = UInt16(443).bigEndian
+        _ = inet_pton(AF_INET6, "fe80::1", &sin6.sin6_addr)
+        let plain = try #require(withUnsafeBytes(of: &sin6) { SocketAddress($0.baseAddress!, length: socklen_t($0.count)) })
+        sin6.sin6_flowinfo = UInt32(0x12345).bigEndian
+        let labelled = try #require(withUnsafeBytes(of: &sin6) { SocketAddress($0.baseAddress!, length: socklen_t($0.count)) })
+        #expect(plain == labelled)
+        #expect(plain.hashValue == labelled.hashValue)
+        sin6.sin6_scope_id = 2
+        let scoped = try #require(withUnsafeBytes(of: &sin6) { SocketAddress($0.baseAddress!, length: socklen_t($0.count)) })
+        #expect(plain != scoped)
+        #expect(plain != (try SocketAddress(parsing: "[fe80::2]:443")))
+        #expect(plain == (try SocketAddress(parsing: "[fe80::1]:443")))
+        #expect(plain.withPort(1) != plain)
+        #expect(plain.withPort(1).withPort(443) == plain)
+    }
 }
