@@ -218,11 +218,16 @@ def main():
             figure = counts[f"send-{api}-{gso}"]
             ratio_row(workload, f"{forms[api]} + drain, GSO {'on' if gso == 'gso' else 'off'}", f"{figure:.1f}", "",
                       f"≤ {target}", figure <= target)
-    for gso in ["no-gso", "gso"]:
-        name = f"send-single-source-{gso}"
-        if name in counts:
-            ratio_row(workload, f"enqueue(metadata:writingWith:), a source address per datagram, + drain, GSO {'on' if gso == 'gso' else 'off'}",
-                      f"{counts[name]:.1f}", "", "", None)
+    # The addressed forms, shown without a target: a source per datagram on a connected socket, and what
+    # a server on a wildcard address sends (a destination per datagram, with and without the source).
+    addressed = [("single-source", "enqueue(metadata:writingWith:), a source address per datagram"),
+                 ("wildcard", "enqueue(to:writingWith:) from 0.0.0.0, a destination per datagram"),
+                 ("wildcard-source", "enqueue(to:metadata:writingWith:) from 0.0.0.0, a destination and source per datagram")]
+    for api, label in addressed:
+        for gso in ["no-gso", "gso"]:
+            name = f"send-{api}-{gso}"
+            if name in counts:
+                ratio_row(workload, f"{label}, + drain, GSO {'on' if gso == 'gso' else 'off'}", f"{counts[name]:.1f}", "", "", None)
     for name, c_name, label in [("receive", "c-receive", "BatchedUDPReader"), ("receive-gro", "c-receive-gro", "BatchedUDPReader, GRO")]:
         r = counts[name] / counts[c_name]
         ratio_row(workload, f"{label} ÷ C recvmmsg loop", f"{counts[name]:.1f} vs {counts[c_name]:.1f}", f"{r:.1f}×", "≤ 3×", r <= 3)

@@ -51,7 +51,7 @@ port=$(cat "$work/port")
 
 slope "c-send-sendmmsg" - "$send_ref" sendmmsg 127.0.0.1 "$port" %N% 64
 slope "c-send-gso" - "$send_ref" gso 127.0.0.1 "$port" %N% 64
-for api in ${INSTRUCTIONS_APIS-single copy batch batch-copy single-source}; do
+for api in ${INSTRUCTIONS_APIS-single copy batch batch-copy single-source wildcard wildcard-source}; do
     for gso in no-gso gso; do
         slope "send-$api-$gso" '*sendPhase*' "$counts" send %N% "$api" "$gso"
     done

@@ -12,6 +12,11 @@
 //     with a source address per datagram; wildcard: enqueue(to:writingWith:) from a socket bound to 0.0.0.0;
 //     wildcard-source: the same with a source address per datagram. Each fills the ring, then lets the loop
 //     drain it.
+//   instruction-counts echo COUNT explicit|wildcard
+//     COUNT 64-byte datagrams queued on an echo server's socket first, then read by a BatchedUDPReader
+//     whose callback answers each through a BatchedUDPWatcher: explicit, a socket bound to 127.0.0.1
+//     answering with enqueue(_:to: sender); wildcard, one bound to 0.0.0.0 whose reader reports each
+//     datagram's destination, answering with enqueue(_:replyingTo:) (the reply's source per datagram).
 //   instruction-counts receive COUNT gro|no-gro
 //     COUNT 64-byte datagrams (sent with GSO for gro) queued on a socket first, then read by a
 //     BatchedUDPReader of 64 slots.
@@ -35,6 +40,9 @@ struct InstructionCounts {
         case "receive":
             guard ["gro", "no-gro"].contains(arguments[3]) else { usage() }
             try receive(count: count, gro: arguments[3] == "gro")
+        case "echo":
+            guard ["explicit", "wildcard"].contains(arguments[3]) else { usage() }
+            try echo(count: count, wildcard: arguments[3] == "wildcard")
         default:
             usage()
         }
@@ -43,6 +51,7 @@ struct InstructionCounts {
     static func usage() -> Never {
         let text = "usage: instruction-counts send COUNT single|copy|batch|batch-copy|single-source|wildcard|wildcard-source gso|no-gso [SIZE]\n"
             + "       instruction-counts receive COUNT gro|no-gro\n"
+            + "       instruction-counts echo COUNT explicit|wildcard\n"
         _ = text.withCString { write(2, $0, strlen($0)) }
         exit(64)
     }
@@ -174,6 +183,43 @@ struct InstructionCounts {
     static func receivePhase(_ loop: EventLoop, _ reader: BatchedUDPReader) {
         reader.start()
         loop.run()
+    }
+
+    static func echo(count: Int, wildcard: Bool) throws {
+        let loop = try EventLoop()
+        let server = try UDPSocket(bindingTo: wildcard ? SocketAddress(ipv4: 0, 0, 0, 0, port: 0) : .loopbackIPv4(port: 0))
+        try server.setReceiveBufferSize(min(count * 1_024 + (1 << 20), Int(Int32.max / 2)), force: true)
+        var watcherConfiguration = BatchedUDPWatcher.Configuration()
+        watcherConfiguration.segmentation = .off
+        watcherConfiguration.capacity = 1024
+        let replies = try BatchedUDPWatcher(loop: loop, socket: server, configuration: watcherConfiguration)
+        var readerConfiguration = BatchedUDPReader.Configuration()
+        readerConfiguration.metadata = wildcard ? [.destination] : []
+        var answered = 0, failed = 0
+        replies.onError = { _, _ in failed += 1 }
+        let reader = try BatchedUDPReader(loop: loop, socket: server, configuration: readerConfiguration) { reader, batch in
+            for datagram in batch {
+                if wildcard {
+                    _ = try? replies.enqueue(datagram.payload, replyingTo: datagram)
+                } else {
+                    _ = try? replies.enqueue(datagram.payload, to: datagram.sender)
+                }
+            }
+            answered += batch.count
+            if answered >= count { reader.stop() }
+        }
+        try fill(.loopbackIPv4(port: server.localAddress.port), count: count, gso: false)
+        echoPhase(loop, reader, replies)
+        print("echo \(wildcard ? "wildcard" : "explicit") answered \(answered) sent \(replies.counters.sent) failed \(failed)")
+        if answered != count || replies.counters.sent != count { exit(1) }
+    }
+
+    /// What is counted: the reads and the answers, until the last answer is sent.
+    @inline(never)
+    static func echoPhase(_ loop: EventLoop, _ reader: BatchedUDPReader, _ replies: BatchedUDPWatcher) {
+        reader.start()
+        loop.run()
+        while replies.counters.queued > 0 { loop.run(.once) }
     }
 
     /// Queues `count` 64-byte datagrams on the receiving socket (not counted), in super-datagrams of 64

@@ -306,6 +306,13 @@ public final class BatchedUDPWatcher {
     @discardableResult
     public func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress? = nil, metadata: SendMetadata? = nil) throws(BatchedUDPError) -> Int {
         checkEntry("enqueue(_:to:metadata:)")
+        return try enqueueCopy(bytes, to: destination, metadata: metadata)
+    }
+
+    /// The copying forms' work, inlined into each (an answer to a received datagram passes its address
+    /// and metadata straight in).
+    @inline(__always)
+    private func enqueueCopy(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress?, metadata: SendMetadata?) throws(BatchedUDPError) -> Int {
         try admit(destination, length: bytes.count, metadata: metadata)
         guard ring.canAccept(length: bytes.count) else { throw reject() }
         if let source = bytes.baseAddress { ring.copyToTail(from: source, length: bytes.count) }
@@ -329,9 +336,9 @@ public final class BatchedUDPWatcher {
     /// - Cost: as that form; the source goes in the slot's control area.
     @discardableResult
     public func enqueue(_ bytes: UnsafeRawBufferPointer, replyingTo datagram: ReceivedDatagram) throws(BatchedUDPError) -> Int {
+        checkEntry("enqueue(_:replyingTo:)")
         guard let sender = datagram.sender else { throw .destinationRequired }
-        let source = datagram.replySource
-        return try enqueue(bytes, to: sender, metadata: source.map { SendMetadata(source: $0) })
+        return try enqueueCopy(bytes, to: sender, metadata: datagram.replySource.map { SendMetadata(source: $0) })
     }
 
     /// Queues several buffers, concatenated, as ONE datagram (the gather of `sendmsg`'s iovec).

@@ -143,9 +143,7 @@ final class ReceiveSlots {
     static func destination(_ parsed: UnsafePointer<cudp_received_metadata>, port: UInt16) -> SocketAddress? {
         let family = parsed.pointee.destination_family
         guard family != 0 else { return nil }
-        return withUnsafeBytes(of: parsed.pointee.destination) {
-            SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(family == 4 ? 4 : 16)), port: port)
-        }
+        return withUnsafeBytes(of: parsed.pointee.destination) { SocketAddress(rawAddress: $0.baseAddress!, ipv4: family == 4, port: port) }
     }
 
     /// The local address to answer from: the destination, or for an IPv4 broadcast or multicast one the
@@ -153,9 +151,7 @@ final class ReceiveSlots {
     static func replySource(_ parsed: UnsafePointer<cudp_received_metadata>) -> SocketAddress? {
         let family = parsed.pointee.destination_family
         guard family != 0, !(family == 6 && parsed.pointee.local.0 == 0xff) else { return nil }
-        return withUnsafeBytes(of: parsed.pointee.local) {
-            SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(family == 4 ? 4 : 16)), port: 0)
-        }
+        return withUnsafeBytes(of: parsed.pointee.local) { SocketAddress(rawAddress: $0.baseAddress!, ipv4: family == 4, port: 0) }
     }
 
     static func interfaceIndex(_ parsed: UnsafePointer<cudp_received_metadata>) -> UInt32? {

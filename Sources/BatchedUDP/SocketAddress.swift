@@ -25,12 +25,14 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// into a message header one 28-byte store.
     var raw: sockaddr_in6
 
-    /// Wraps a `sockaddr_in`, with the bytes past it zero.
+    /// Wraps a `sockaddr_in`: its family, port and address where they lie in a `sockaddr_in6`, every
+    /// other byte zero (whatever `sin_zero` held).
+    @inline(__always)
     init(_ sin: sockaddr_in) {
-        var sin = sin
-        sin.sin_zero = (0, 0, 0, 0, 0, 0, 0, 0)
         raw = sockaddr_in6()
-        withUnsafeMutableBytes(of: &raw) { $0.storeBytes(of: sin, as: sockaddr_in.self) }
+        raw.sin6_family = sin.sin_family
+        raw.sin6_port = sin.sin_port
+        raw.sin6_flowinfo = sin.sin_addr.s_addr
     }
 
     /// Wraps a `sockaddr_in6`.
@@ -226,13 +228,25 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// The address from 4 (IPv4) or 16 (IPv6) bytes in network order, as control messages carry them.
     init(rawAddress bytes: UnsafeRawBufferPointer, port: UInt16) {
-        if bytes.count == 4 {
-            self.init(ipv4: bytes[0], bytes[1], bytes[2], bytes[3], port: port)
+        precondition(bytes.count == 4 || bytes.count >= 16)
+        self.init(rawAddress: bytes.baseAddress!, ipv4: bytes.count == 4, port: port)
+    }
+
+    /// The address from the 4 (`ipv4`) or 16 bytes at `bytes`, in network order, at any alignment: a
+    /// load or two, for the receive path's metadata.
+    @inline(__always)
+    init(rawAddress bytes: UnsafeRawPointer, ipv4: Bool, port: UInt16) {
+        if ipv4 {
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            sin.sin_addr.s_addr = bytes.loadUnaligned(as: UInt32.self)
+            self.init(sin)
         } else {
             var sin6 = sockaddr_in6()
             sin6.sin6_family = sa_family_t(AF_INET6)
             sin6.sin6_port = port.bigEndian
-            withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(16))) }
+            sin6.sin6_addr = bytes.loadUnaligned(as: in6_addr.self)
             self.init(sin6)
         }
     }
