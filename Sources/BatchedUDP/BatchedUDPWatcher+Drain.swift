@@ -222,6 +222,28 @@ extension BatchedUDPWatcher {
         return first
     }
 
+    /// `committed(1)` for the lean forms' fast path, whose check before the commit showed that the high
+    /// water mark is not reached.
+    @inlinable @inline(__always)
+    func committedOne() -> Int {
+        let first = nextSequence
+        nextSequence = first &+ 1
+        if ring.count == 1 { ringBecameBusy() }
+        return first
+    }
+
+    /// Sets the limits enqueues check against from ``isWritable`` and the marks.
+    func applyWaterMarks() {
+        if isWritable {
+            enqueueHighWater = highWaterMark
+            fastRoom = Configuration.WaterMark(messages: min(ring.capacity, highWaterMark.messages - 1),
+                                               bytes: min(ring.byteCapacity, highWaterMark.bytes - 1))
+        } else {
+            enqueueHighWater = Configuration.WaterMark(messages: .max, bytes: .max)
+            fastRoom = Configuration.WaterMark(messages: ring.capacity, bytes: ring.byteCapacity)
+        }
+    }
+
     /// The ring was empty, so nothing owns a drain yet. Otherwise one does already (the prepare, write or
     /// back-off watcher), and asking three watchers per datagram costs measurably.
     @usableFromInline

@@ -58,17 +58,35 @@ public final class BatchedUDPWatcher {
 
     /// Whether the queue is below its high water mark (with hysteresis down to the low water mark).
     @exclusivity(unchecked) public internal(set) var isWritable = true {
-        didSet { enqueueHighWater = isWritable ? highWaterMark : Configuration.WaterMark(messages: .max, bytes: .max) }
+        didSet { applyWaterMarks() }
     }
     /// The high water mark while ``isWritable``, unreachable otherwise: one pair of compares per enqueue
     /// applies it.
     @usableFromInline @exclusivity(unchecked) var enqueueHighWater = Configuration.WaterMark(messages: .max, bytes: .max)
+    /// The most datagrams and payload bytes the queue may hold after an enqueue that takes the lean
+    /// forms' fast path: room in the ring, and (while ``isWritable``) still below the high water mark.
+    /// One pair of compares per datagram checks both; anything else (a full ring, reaching the mark)
+    /// goes the slow way.
+    @usableFromInline @exclusivity(unchecked) var fastRoom = Configuration.WaterMark(messages: 0, bytes: 0)
     /// Open, closing or closed.
     @exclusivity(unchecked) public internal(set) var state: State = .open {
         didSet { acceptsPeerDatagrams = state == .open && isConnected }
     }
     /// `state == .open && isConnected`, kept as one flag: the lean enqueue forms check it per datagram.
-    @usableFromInline @exclusivity(unchecked) var acceptsPeerDatagrams = false
+    @usableFromInline @exclusivity(unchecked) var acceptsPeerDatagrams = false {
+        didSet {
+            acceptedPeerBound = acceptsPeerDatagrams ? UInt(peerPayloadLimit) + 1 : 0
+            if !isWritingSlot { peerLengthBound = acceptedPeerBound }
+        }
+    }
+    /// One more than the longest datagram the lean forms accept: the peer's limit plus one while
+    /// ``acceptsPeerDatagrams``, 0 otherwise. `UInt(bitPattern: length) < acceptedPeerBound` checks the
+    /// flag and the length (negative ones included) in one compare.
+    @usableFromInline @exclusivity(unchecked) var acceptedPeerBound: UInt = 0
+    /// `acceptedPeerBound`, except 0 while an in-place body writes a slot (`beginWritingSlot`): what the
+    /// lean copying form checks, so that a call from inside such a body takes its slow path, where the
+    /// reentry check is.
+    @usableFromInline @exclusivity(unchecked) var peerLengthBound: UInt = 0
 
     /// What the watcher has done so far, with the queue's current occupancy.
     public var counters: SendCounters {
@@ -200,8 +218,11 @@ public final class BatchedUDPWatcher {
             drainAtIterationEnd.keepsLoopAlive = false
             backoffTimer.keepsLoopAlive = false
         }
+        // Set directly (an initializer does not run property observers).
         acceptsPeerDatagrams = isConnected
-        enqueueHighWater = highWaterMark
+        acceptedPeerBound = isConnected ? UInt(peerPayloadLimit) + 1 : 0
+        peerLengthBound = acceptedPeerBound
+        applyWaterMarks()
         socket.register(self)
     }
 
@@ -242,12 +263,28 @@ public final class BatchedUDPWatcher {
     ///   syscall.
     @inlinable @discardableResult
     public func enqueue(_ bytes: UnsafeRawBufferPointer) throws(BatchedUDPError) -> Int {
+        // No reentry check here: while an in-place body runs, `peerLengthBound` is 0 and this takes the
+        // slow path, which makes it.
+        checkLoopThread("enqueue(_:)")
+        let length = bytes.count
+        guard UInt(bitPattern: length) < peerLengthBound, ring.count < fastRoom.messages, ring.bytes &+ length <= fastRoom.bytes else {
+            return try enqueueSlowly(bytes)
+        }
+        ring.copyToTail(from: bytes.baseAddress, length: length)
+        ring.commitTail(length: length)
+        return committedOne()
+    }
+
+    /// `enqueue(_:)` when the fast path's checks fail: the ring is full, the high water mark is reached
+    /// now, or the datagram is refused.
+    @usableFromInline @inline(never)
+    func enqueueSlowly(_ bytes: UnsafeRawBufferPointer) throws(BatchedUDPError) -> Int {
         checkEntry("enqueue(_:)")
         let length = bytes.count
         guard acceptsPeerDatagrams, length <= peerPayloadLimit, ring.count < ring.capacity, ring.bytes &+ length <= ring.byteCapacity else {
             throw peerRefusal(length: length)
         }
-        if let source = bytes.baseAddress { ring.copyToTail(from: source, length: length) }
+        ring.copyToTail(from: bytes.baseAddress, length: length)
         ring.commitTail(length: length)
         return committed(1)
     }
@@ -278,8 +315,18 @@ public final class BatchedUDPWatcher {
         // The byte budget is checked once the length is known.
         guard acceptsPeerDatagrams, ring.count < ring.capacity else { throw peerRefusal(length: 0) }
         let length = try writeTail(body)
-        // One unsigned compare also catches a negative length (the peer's limit is at most the slot);
-        // the body may have closed the socket.
+        // One unsigned compare checks the length (a negative one too; the peer's limit is at most the
+        // slot) and that the body did not close the socket; another pair, room and the water mark.
+        guard UInt(bitPattern: length) < acceptedPeerBound, ring.count < fastRoom.messages, ring.bytes &+ length <= fastRoom.bytes else {
+            return try commitSlowly(length: length)
+        }
+        ring.commitTail(length: length)
+        return committedOne()
+    }
+
+    /// The end of `enqueue(writingWith:)` when the fast path's checks fail.
+    @usableFromInline @inline(never)
+    func commitSlowly(length: Int) throws(BatchedUDPError) -> Int {
         guard UInt(bitPattern: length) <= UInt(bitPattern: peerPayloadLimit), acceptsPeerDatagrams, ring.bytes &+ length <= ring.byteCapacity else {
             checkSlotLength(length)
             throw peerRefusal(length: length)
@@ -315,7 +362,7 @@ public final class BatchedUDPWatcher {
     private func enqueueCopy(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress?, metadata: SendMetadata?) throws(BatchedUDPError) -> Int {
         try admit(destination, length: bytes.count, metadata: metadata)
         guard ring.canAccept(length: bytes.count) else { throw reject() }
-        if let source = bytes.baseAddress { ring.copyToTail(from: source, length: bytes.count) }
+        ring.copyToTail(from: bytes.baseAddress, length: bytes.count)
         return commit(length: bytes.count, destination: destination, metadata: metadata)
     }
 
@@ -386,9 +433,26 @@ public final class BatchedUDPWatcher {
     /// the length it returns (`checkSlotLength`).
     @inlinable
     func writeTail(_ body: (UnsafeMutableRawBufferPointer) throws -> Int) rethrows -> Int {
-        isWritingSlot = true
-        defer { isWritingSlot = false }
+        beginWritingSlot()
+        defer { endWritingSlot() }
         return try body(ring.tailPayload)
+    }
+
+    /// Marks the tail slot as being written by a body: entry points refuse reentry from it
+    /// (`checkEntry`), and the lean copying form, which skips that check, is sent to its slow path (which
+    /// makes it) by a zero `peerLengthBound`.
+    @inlinable @inline(__always)
+    func beginWritingSlot() {
+        isWritingSlot = true
+        peerLengthBound = 0
+    }
+
+    /// The body is done: `peerLengthBound` is `acceptedPeerBound` again (which a body that closed the
+    /// socket has set to 0).
+    @inlinable @inline(__always)
+    func endWritingSlot() {
+        isWritingSlot = false
+        peerLengthBound = acceptedPeerBound
     }
 
     /// Stops on a length an in-place body cannot have written: negative, or past its slot.
@@ -435,9 +499,9 @@ public final class BatchedUDPWatcher {
         let budget = ring.byteCapacity &- ring.bytes, limit = peerPayloadLimit
         var cursor = DatagramRing.FreeSlots(ring)
         var written = 0, bytes = 0
-        isWritingSlot = true
+        beginWritingSlot()
         do {
-            defer { isWritingSlot = false }
+            defer { endWritingSlot() }
             // A body that closes the socket is still called for the rest of the batch (the slots stay
             // allocated), and nothing is queued: checking the flag per datagram would cost every batch.
             while written < n {
@@ -475,34 +539,55 @@ public final class BatchedUDPWatcher {
     public func enqueue(contentsOf datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, partially: Bool = false) throws(BatchedUDPError) -> Range<Int> {
         checkEntry("enqueue(contentsOf:partially:)")
         guard acceptsPeerDatagrams else { throw peerRefusal(length: 0) }
-        // Every size first, as the general form and `enqueue(_:)` check size before room.
-        for datagram in datagrams where datagram.count > peerPayloadLimit {
-            throw .messageTooLarge(size: datagram.count, limit: peerPayloadLimit)
-        }
+        let total = datagrams.count, limit = peerPayloadLimit
         let free = ring.capacity &- ring.count
-        guard partially || datagrams.count <= free else { throw reject(datagrams.count) }
-        let n = min(datagrams.count, free)
-        // As the in-place batch: locals, a cursor over the free slots, one bookkeeping step at the end.
+        guard partially || total <= free else {
+            // Every size first, as the general form and `enqueue(_:)` check size before room.
+            try checkPeerSizes(datagrams, from: 0)
+            throw reject(total)
+        }
+        let n = min(total, free)
+        // Locals, and the free slots walked in stretches that end at the ring's end (no wrap check per
+        // datagram); each size is checked as its datagram is copied, and the rest of the call's
+        // datagrams after an early stop, so a size is still reported before room. Nothing is queued
+        // until every datagram of the call is written.
         let budget = ring.byteCapacity &- ring.bytes
-        var cursor = DatagramRing.FreeSlots(ring)
+        let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity, iovecs = ring.iovecs
+        var slot = ring.tail
         var written = 0, bytes = 0
-        while written < n {
-            let datagram = datagrams[written]
-            let length = datagram.count
-            guard bytes &+ length <= budget else {
-                guard partially else { throw reject(datagrams.count) }
-                break
+        fill: while written < n {
+            let end = written &+ min(n &- written, capacity &- slot)
+            var target = base + slot &* slotSize
+            while written < end {
+                let datagram = datagrams[written]
+                let length = datagram.count
+                guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
+                guard bytes &+ length <= budget else { break fill }
+                DatagramRing.copy(target, fromOptional: datagram.baseAddress, length: length)
+                DatagramRing.setLength(length, of: iovecs, at: slot)
+                bytes &+= length
+                written &+= 1
+                slot &+= 1
+                target += slotSize
             }
-            if let source = datagram.baseAddress { DatagramRing.copy(cursor.payload, from: source, length: length) }
-            ring.setLength(length, ofFreeSlot: cursor.slot)
-            bytes &+= length
-            written &+= 1
-            cursor.advance()
+            if slot == capacity { slot = 0 }
+        }
+        if written < total {
+            try checkPeerSizes(datagrams, from: written)
+            guard partially else { throw reject(total) }
         }
         guard written > 0 else { return nextSequence..<nextSequence }
         ring.commitWritten(written, length: bytes)
         let first = committed(written)
         return first..<first &+ written
+    }
+
+    /// Throws `messageTooLarge` for the first of `datagrams` from `start` on that exceeds the peer's limit.
+    @usableFromInline @inline(never)
+    func checkPeerSizes(_ datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, from start: Int) throws(BatchedUDPError) {
+        for datagram in datagrams[start...] where datagram.count > peerPayloadLimit {
+            throw .messageTooLarge(size: datagram.count, limit: peerPayloadLimit)
+        }
     }
 
     /// Queues a copy of each buffer as one datagram to the connected peer, without metadata.
@@ -591,9 +676,9 @@ public final class BatchedUDPWatcher {
         let n = min(count, free)
         let budget = ring.byteCapacity - ring.bytes
         var written = 0, bytes = 0
-        isWritingSlot = true
+        beginWritingSlot()
         do {
-            defer { isWritingSlot = false }
+            defer { endWritingSlot() }
             // A body that closes the socket ends the batch.
             while written < n && state == .open {
                 let slot = UnsafeMutableRawBufferPointer(start: ring.payload(afterTail: written), count: ring.slotSize)
@@ -676,10 +761,16 @@ public final class BatchedUDPWatcher {
     /// `enqueue(writingWith:)` body (one load and branch).
     @inlinable
     func checkEntry(_ entry: StaticString) {
+        checkLoopThread(entry)
+        precondition(!isWritingSlot, "BatchedUDPWatcher.\(entry) called from inside an enqueue(writingWith:) body on the same watcher: the slot being written is not queued yet; finish the body first")
+    }
+
+    /// Loop-thread confinement, checked in debug builds only.
+    @inlinable @inline(__always)
+    func checkLoopThread(_ entry: StaticString) {
         #if DEBUG
         assertOnLoopThread(entry)
         #endif
-        precondition(!isWritingSlot, "BatchedUDPWatcher.\(entry) called from inside an enqueue(writingWith:) body on the same watcher: the slot being written is not queued yet; finish the body first")
     }
 
     @usableFromInline

@@ -18,6 +18,21 @@ struct WatcherBatchEnqueueTests {
         return configuration
     }
 
+    /// Drains of at most two messages (one call; a loop iteration runs the drain and then the write
+    /// watcher's): the ring keeps what is queued beyond them, so later batches start mid-ring and wrap
+    /// around its end (an emptied ring starts over at slot 0).
+    func slowDrains(_ configuration: BatchedUDPWatcher.Configuration) -> BatchedUDPWatcher.Configuration {
+        var configuration = configuration
+        configuration.batchSize = 2
+        configuration.maxCallsPerDrain = 1
+        return configuration
+    }
+
+    /// Whether `count` datagrams queued now run past the ring's end.
+    func wraps(_ watcher: BatchedUDPWatcher, _ count: Int) -> Bool {
+        watcher.ring.tail + min(count, watcher.ring.capacity - watcher.ring.count) > watcher.ring.capacity
+    }
+
     /// Writes `sequence` into `slot` as `sequencePayload` does, and returns `size`.
     func write(_ sequence: Int, size: Int, into slot: UnsafeMutableRawBufferPointer) -> Int {
         let bytes = sequencePayload(sequence, size: size)
@@ -30,18 +45,22 @@ struct WatcherBatchEnqueueTests {
     @Test(arguments: [BatchedUDPWatcher.Configuration.Segmentation.automatic, .off])
     func batchesArriveInOrderAcrossTheRingsEnd(segmentation: BatchedUDPWatcher.Configuration.Segmentation) throws {
         let loop = try EventLoop()
-        let (watcher, receiver) = try connectedPair(configuration(capacity: 16, segmentation: segmentation), loop: loop)
+        let (watcher, receiver) = try connectedPair(slowDrains(configuration(capacity: 16, segmentation: segmentation)), loop: loop)
         let sizes = [64, 64, 64, 30, 64, 8, 64, 64, 1_200, 1_200, 9]
-        var next = 0
-        for round in 0..<6 {
-            let count = 5 + round * 2  // 5, 7, ... 15: the ring's end falls inside batches
+        var next = 0, wrapped = 0
+        for round in 0..<12 {
+            // As many as fit, up to 5, 7, ... 15: the ring's end falls inside batches.
+            let count = min(5 + (round % 6) * 2, watcher.ring.capacity - watcher.ring.count)
+            if wraps(watcher, count) { wrapped += 1 }
             let queued = try watcher.enqueue(count: count) { index, slot in
                 write(next + index, size: sizes[(next + index) % sizes.count], into: slot)
             }
             #expect(queued == next..<next + count)
             next += count
-            runUntilDrained(watcher)
+            loop.run(.once)
         }
+        runUntilDrained(watcher)
+        #expect(wrapped > 0)
         let arrived = receiver.receive(next)
         #expect(arrived.map(sequence(of:)) == Array(0..<next))
         #expect(arrived.map(\.count) == (0..<next).map { sizes[$0 % sizes.count] })
@@ -159,6 +178,54 @@ struct WatcherBatchEnqueueTests {
         #expect(ecnReceiver.received.map(\.bytes) == payloads)
         #expect(ecnReceiver.received.allSatisfy { $0.ecn == .ect1 })
         expectAccounted(unconnected)
+    }
+
+    /// The lean copying batch walks the free slots in stretches that end at the ring's end and checks
+    /// each size as it copies: batches wrapping the ring arrive in order; a datagram too large is
+    /// reported before room (behind a full ring, or after the byte budget stopped a partial batch) and
+    /// nothing of its call is queued; a partial batch stops at the budget.
+    @Test func copyingBatchesWrapTheRingAndReportSizeBeforeRoom() throws {
+        let loop = try EventLoop()
+        let (watcher, receiver) = try connectedPair(slowDrains(configuration(capacity: 8, byteCapacity: 8 * 100, segmentation: .off)), loop: loop)
+        var next = 0, wrapped = 0
+        for round in 0..<10 {
+            let count = min([5, 6, 7, 3, 8][round % 5], watcher.ring.capacity - watcher.ring.count)
+            if wraps(watcher, count) { wrapped += 1 }
+            let payloads = (next..<next + count).map { sequencePayload($0, size: 16 + $0 % 50) }
+            try withBuffers(payloads) { buffers throws in
+                #expect(try watcher.enqueue(contentsOf: buffers) == next..<next + count)
+            }
+            next += count
+            loop.run(.once)
+        }
+        runUntilDrained(watcher)
+        #expect(wrapped > 0)
+        #expect(receiver.receive(next).map(sequence(of:)) == Array(0..<next))
+
+        let tooLarge = [UInt8](repeating: 0, count: 3_000)
+        // More datagrams than free slots, the one too large past the room: its size is what is reported.
+        try withBuffers((0..<9).map { sequencePayload(100 + $0) } + [tooLarge]) { buffers throws in
+            #expect(throws: BatchedUDPError.messageTooLarge(size: 3_000, limit: 2_048)) { try watcher.enqueue(contentsOf: buffers) }
+            #expect(throws: BatchedUDPError.messageTooLarge(size: 3_000, limit: 2_048)) {
+                try watcher.enqueue(contentsOf: buffers, partially: true)
+            }
+        }
+        // The byte budget (800) stops a partial batch after seven 100-byte datagrams; one too large after
+        // them is still reported, and then nothing is queued.
+        let hundreds = (0..<9).map { sequencePayload(200 + $0, size: 100) }
+        try withBuffers(hundreds + [tooLarge]) { buffers throws in
+            #expect(throws: BatchedUDPError.messageTooLarge(size: 3_000, limit: 2_048)) {
+                try watcher.enqueue(contentsOf: buffers, partially: true)
+            }
+        }
+        #expect(watcher.counters.queued == 0 && watcher.counters.enqueued == next)
+        try withBuffers(hundreds) { buffers throws in
+            #expect(throws: BatchedUDPError.queueFull(capacity: 8, byteCapacity: 800)) { try watcher.enqueue(contentsOf: buffers) }
+            #expect(try watcher.enqueue(contentsOf: buffers, partially: true) == next..<next + 8)
+        }
+        runUntilDrained(watcher)
+        #expect(receiver.receive(8) == Array(hundreds.prefix(8)))
+        expectAccounted(watcher)
     }
 
     /// A slot that carried metadata (an ECN message) and later carries a plain datagram to the connected

@@ -181,6 +181,19 @@ import TestSupport
         expectMisuseNamed(result)
     }
 
+    /// The lean copying form skips the reentry check on its fast path (a body zeroes the bound it
+    /// checks instead): from a batch body too, it must still stop.
+    @Test func copyFromABatchBodyStops() async throws {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let (watcher, _) = try connectedPair(loop: try EventLoop())
+            try watcher.enqueue(count: 2) { _, _ in
+                try watcher.enqueue([1])
+                return 1
+            }
+        }
+        expectMisuseNamed(result)
+    }
+
     @Test func flushFromAWritingBodyStops() async throws {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let (watcher, _) = try connectedPair(loop: try EventLoop())
