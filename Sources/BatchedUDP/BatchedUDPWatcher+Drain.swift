@@ -588,6 +588,7 @@ extension BatchedUDPWatcher {
     /// completion. Callbacks may enqueue, flush or close; what they cause is delivered by this same loop.
     func deliverReports() {
         guard !isDraining, !isDelivering else { return }
+        guard !failures.isEmpty || !problems.isEmpty || writabilityChangePending || closeCompletionPending != nil else { return }
         isDelivering = true
         var next = 0, nextProblem = 0
         while true {
@@ -610,8 +611,8 @@ extension BatchedUDPWatcher {
                 break
             }
         }
-        failures.removeAll(keepingCapacity: true)
-        problems.removeAll(keepingCapacity: true)
+        if !failures.isEmpty { failures.removeAll(keepingCapacity: true) }
+        if !problems.isEmpty { problems.removeAll(keepingCapacity: true) }
         isDelivering = false
     }
 

@@ -551,25 +551,21 @@ public final class BatchedUDPWatcher {
         // datagram); each size is checked as its datagram is copied, and the rest of the call's
         // datagrams after an early stop, so a size is still reported before room. Nothing is queued
         // until every datagram of the call is written.
+        // When no `n` datagrams the peer's limit allows can exceed the byte budget (as with the default
+        // budget, a full slot per datagram), the loop does not check it.
         let budget = ring.byteCapacity &- ring.bytes
+        let checksBudget = limit &* n > budget
         let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity, iovecs = ring.iovecs
         var slot = ring.tail
         var written = 0, bytes = 0
-        fill: while written < n {
+        while written < n {
             let end = written &+ min(n &- written, capacity &- slot)
-            var target = base + slot &* slotSize
-            while written < end {
-                let datagram = datagrams[written]
-                let length = datagram.count
-                guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
-                guard bytes &+ length <= budget else { break fill }
-                DatagramRing.copy(target, fromOptional: datagram.baseAddress, length: length)
-                DatagramRing.setLength(length, of: iovecs, at: slot)
-                bytes &+= length
-                written &+= 1
-                slot &+= 1
-                target += slotSize
-            }
+            let stretch = DatagramRing.FreeStretch(target: base + slot &* slotSize, slot: slot, slotSize: slotSize, iovecs: iovecs)
+            let filled = checksBudget
+                ? try stretch.copy(datagrams, from: &written, to: end, limit: limit, bytes: &bytes, budget: budget)
+                : try stretch.copy(datagrams, from: &written, to: end, limit: limit, bytes: &bytes, budget: nil)
+            slot &+= filled
+            guard written == end else { break }  // the byte budget stopped it
             if slot == capacity { slot = 0 }
         }
         if written < total {

@@ -232,6 +232,44 @@ final class DatagramRing {
         iovecs[slot].iov_len = length
     }
 
+    /// Free slots from `slot` up to the ring's end, which a copying batch fills without a wrap check.
+    @usableFromInline
+    struct FreeStretch {
+        @usableFromInline let target: UnsafeMutableRawPointer
+        @usableFromInline let slot: Int
+        @usableFromInline let slotSize: Int
+        @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
+
+        @inlinable
+        init(target: UnsafeMutableRawPointer, slot: Int, slotSize: Int, iovecs: UnsafeMutablePointer<iovec>) {
+            (self.target, self.slot, self.slotSize, self.iovecs) = (target, slot, slotSize, iovecs)
+        }
+
+        /// Copies `datagrams[written..<end]` into the stretch's slots and writes their lengths, checking
+        /// each size against `limit` and, when given, the running total `bytes` against `budget` (a
+        /// datagram that does not fit ends the copy before it); returns how many slots it filled.
+        /// Nothing is queued: the caller commits the slots.
+        /// - Throws: `messageTooLarge` for a datagram over `limit`.
+        @inlinable @inline(__always)
+        func copy(_ datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, from written: inout Int, to end: Int,
+                  limit: Int, bytes: inout Int, budget: Int?) throws(BatchedUDPError) -> Int {
+            let first = written
+            var target = self.target
+            while written < end {
+                let datagram = datagrams[written]
+                let length = datagram.count
+                guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
+                if let budget, bytes &+ length > budget { break }
+                DatagramRing.copy(target, fromOptional: datagram.baseAddress, length: length)
+                iovecs[slot &+ (written &- first)].iov_len = length
+                bytes &+= length
+                written &+= 1
+                target += slotSize
+            }
+            return written &- first
+        }
+    }
+
     /// Writes the length of slot `slot` in the ring's `iovecs`, held in a local by a batch.
     @inlinable @inline(__always)
     static func setLength(_ length: Int, of iovecs: UnsafeMutablePointer<iovec>, at slot: Int) {
@@ -357,6 +395,8 @@ final class DatagramRing {
         var removed = 0
         if let knownBytes {
             removed = knownBytes
+        } else if n == count {
+            removed = bytes  // the whole queue went out, as it mostly does: nothing to sum
         } else {
             removed = DatagramRing.sumLengths(iovecs + head, straight) &+ DatagramRing.sumLengths(iovecs, n &- straight)
         }

@@ -186,7 +186,7 @@ struct WatcherBatchEnqueueTests {
     /// nothing of its call is queued; a partial batch stops at the budget.
     @Test func copyingBatchesWrapTheRingAndReportSizeBeforeRoom() throws {
         let loop = try EventLoop()
-        let (watcher, receiver) = try connectedPair(slowDrains(configuration(capacity: 8, byteCapacity: 8 * 100, segmentation: .off)), loop: loop)
+        let (watcher, receiver) = try connectedPair(slowDrains(configuration(capacity: 8, byteCapacity: 750, segmentation: .off)), loop: loop)
         var next = 0, wrapped = 0
         for round in 0..<10 {
             let count = min([5, 6, 7, 3, 8][round % 5], watcher.ring.capacity - watcher.ring.count)
@@ -210,7 +210,7 @@ struct WatcherBatchEnqueueTests {
                 try watcher.enqueue(contentsOf: buffers, partially: true)
             }
         }
-        // The byte budget (800) stops a partial batch after seven 100-byte datagrams; one too large after
+        // The byte budget (750) stops a partial batch after seven 100-byte datagrams; one too large after
         // them is still reported, and then nothing is queued.
         let hundreds = (0..<9).map { sequencePayload(200 + $0, size: 100) }
         try withBuffers(hundreds + [tooLarge]) { buffers throws in
@@ -220,11 +220,12 @@ struct WatcherBatchEnqueueTests {
         }
         #expect(watcher.counters.queued == 0 && watcher.counters.enqueued == next)
         try withBuffers(hundreds) { buffers throws in
-            #expect(throws: BatchedUDPError.queueFull(capacity: 8, byteCapacity: 800)) { try watcher.enqueue(contentsOf: buffers) }
-            #expect(try watcher.enqueue(contentsOf: buffers, partially: true) == next..<next + 8)
+            #expect(throws: BatchedUDPError.queueFull(capacity: 8, byteCapacity: 750)) { try watcher.enqueue(contentsOf: buffers) }
+            #expect(try watcher.enqueue(contentsOf: buffers, partially: true) == next..<next + 7)
         }
+        #expect(watcher.counters.queuedBytes == 700)
         runUntilDrained(watcher)
-        #expect(receiver.receive(8) == Array(hundreds.prefix(8)))
+        #expect(receiver.receive(7) == Array(hundreds.prefix(7)))
         expectAccounted(watcher)
     }
 
