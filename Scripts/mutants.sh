@@ -5,12 +5,14 @@
 #   1  an empty datagram may end a GSO run (the kernel's split drops it)
 #   2  a refused super-datagram (EIO/EINVAL) turns segmentation off for the whole socket at once
 #   3  a pending socket error is charged to the head datagram (the whole super-datagram at the head)
+#   4  a GSO run on a ring whose slots carry addresses or metadata compares lengths only, not keys
+#   5  a slot's key changes with its metadata only, not with its destination (runs cross destinations)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 scratch=${MUTANT_SCRATCH:-/tmp/batched-udp-mutants}
 rm -rf "$scratch" && mkdir -p "$scratch"
 survivors=0
-for mutant in 1 2 3; do
+for mutant in ${MUTANTS:-1 2 3 4 5}; do
     copy="$scratch/m$mutant"
     mkdir -p "$copy"
     (cd "$root" && git ls-files -co --exclude-standard | tar -cf - -T -) | tar -C "$copy" -xf -

@@ -30,5 +30,13 @@ elif mutant == "3":
     patch("BatchedUDPWatcher+Drain.swift",
           "        } else if error.mayBeSocketsPendingError {",
           "        } else if false && error.mayBeSocketsPendingError {")
+elif mutant == "4":
+    patch("SegmentedBatch.swift",
+          "next = SegmentedBatch.equalLengthsAndKeys(iovecs, keys, from: next, to: end, size: size)",
+          "next = SegmentedBatch.equalLengths(iovecs, from: next, to: end, size: size)")
+elif mutant == "5":
+    patch("BatchedUDPWatcher+Drain.swift",
+          "        addressed.key &+= 1\n",
+          "        if !(addressed.stagedValid && addressed.metadata == (metadata ?? SendMetadata())) { addressed.key &+= 1 }\n")
 else:
     sys.exit(f"unknown mutant {mutant}")

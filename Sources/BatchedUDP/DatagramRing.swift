@@ -359,6 +359,9 @@ final class DatagramRing {
         messages[head].msg_hdr.msg_controllen = kept
         if kept == 0 { messages[head].msg_hdr.msg_control = nil }
         controlStagings?[head] = 0
+        // Its control messages now differ from those of the datagrams that share its key: a key of its
+        // own (no other slot has -1 while it is queued), so no GSO run can join it to them.
+        keys[head] = -1
     }
 
     /// How many queued datagrams from the head can go in one `sendmmsg` vector (they stop at the ring's end).
