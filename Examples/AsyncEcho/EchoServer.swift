@@ -37,7 +37,14 @@ actor EchoServer {
         let loop = executor.loop
         for address in addresses {
             do {
-                let socket = try UDPSocket(bindingTo: address)
+                // An IPv6 listener sharing its port with an IPv4 one takes IPv6 only (else its bind, or
+                // the IPv4 one's, fails with EADDRINUSE: Linux binds [::]:P on IPv4 too); alone it stays
+                // dual-stack. As echo-relay does.
+                let socket = try UDPSocket(family: address.family)
+                if address.family == .ipv6 && address.port != 0 && addresses.contains(where: { $0.family == .ipv4 && $0.port == address.port }) {
+                    try socket.setIPv6Only(true)
+                }
+                try socket.bind(to: address)
                 try? socket.setReceiveBufferSize(4 << 20, force: true)
                 var sending = BatchedUDPWatcher.Configuration()
                 sending.capacity = options.ring

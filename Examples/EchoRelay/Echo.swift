@@ -37,7 +37,7 @@ final class EchoService: Service {
 
     init(listen: [SocketAddress], ring: Int, worker: Worker) throws {
         for address in listen {
-            let endpoint = try worker.endpoint(on: address, ring: ring, backpressure: true) { [unowned self] watcher, batch in
+            let endpoint = try worker.endpoint(on: address, among: listen, ring: ring, backpressure: true) { [unowned self] watcher, batch in
                 // replyMetadata is nil unless the socket is on a wildcard address (then it is the
                 // address the client contacted, which the answer must come from). Past the high-water
                 // mark the reader stops, so a full ring is rare: the datagram is dropped and counted.

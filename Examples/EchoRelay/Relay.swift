@@ -166,7 +166,7 @@ final class RelayService: Service {
         maxSessions = (settings.maxSessions + threads - 1) / threads
         sessions.reserveCapacity(maxSessions)
         for (index, address) in listen.enumerated() {
-            let endpoint = try worker.endpoint(on: address, ring: settings.ring, metadata: .ecn) { [unowned self] _, batch in
+            let endpoint = try worker.endpoint(on: address, among: listen, ring: settings.ring, metadata: .ecn) { [unowned self] _, batch in
                 self.fromClients(batch, listener: index)
             }
             endpoint.watcher.onWritabilityChanged = { [unowned self] _, writable in

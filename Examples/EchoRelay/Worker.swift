@@ -62,11 +62,13 @@ final class Worker {
     /// the watcher passes its high-water mark and starts again at the low one: the kernel's receive
     /// buffer absorbs the burst, or drops and counts (`kernel_drops`), and no datagram costs a syscall
     /// to drop.
-    func endpoint(on address: SocketAddress, ring: Int, metadata: BatchedUDPReader.Metadata = [], backpressure: Bool = false,
-                  handler: @escaping (BatchedUDPWatcher, ReceivedBatch) -> Void) throws -> Endpoint {
+    /// `listen` is every address the service listens on (see `takesIPv6Only`).
+    func endpoint(on address: SocketAddress, among listen: [SocketAddress], ring: Int, metadata: BatchedUDPReader.Metadata = [],
+                  backpressure: Bool = false, handler: @escaping (BatchedUDPWatcher, ReceivedBatch) -> Void) throws -> Endpoint {
         let socket: UDPSocket
         do {
             socket = try UDPSocket(family: address.family)
+            if Worker.takesIPv6Only(address, among: listen) { try socket.setIPv6Only(true) }
             do { try socket.setReceiveBufferSize(options.rcvbuf, force: true) } catch { try socket.setReceiveBufferSize(options.rcvbuf) }
             if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
             if options.threads > 1 { try socket.setReusePort(true) }
@@ -91,6 +93,14 @@ final class Worker {
         }
         reader.start()
         return Endpoint(socket: socket, reader: reader, watcher: watcher)
+    }
+
+    /// Whether the IPv6 listener `address` must refuse IPv4 (IPV6_V6ONLY) because an IPv4 listener has
+    /// its port: with Linux's default (net.ipv6.bindv6only = 0) an IPv6 socket also takes the port on
+    /// IPv4, so `--listen 0.0.0.0:P --listen [::]:P` would fail with EADDRINUSE. As nginx's `ipv6only=on`,
+    /// each family then has its own socket. Alone, `[::]:P` stays dual-stack and answers IPv4 clients too.
+    static func takesIPv6Only(_ address: SocketAddress, among listen: [SocketAddress]) -> Bool {
+        address.family == .ipv6 && address.port != 0 && listen.contains { $0.family == .ipv4 && $0.port == address.port }
     }
 
     /// Runs the loop until the service has stopped reading and drained; returns its final totals.

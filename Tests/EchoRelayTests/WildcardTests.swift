@@ -32,6 +32,31 @@ import TestSupport
         #expect(echo.stop() == 0)
     }
 
+    /// The README's command: `--listen 0.0.0.0:P --listen [::]:P`, both wildcards on one port. With
+    /// Linux's default (net.ipv6.bindv6only = 0) the IPv6 socket would take the port on IPv4 too and
+    /// the second bind would fail (it did: EADDRINUSE, exit 1); the IPv6 listener now takes IPv6 only,
+    /// and an IPv4 and an IPv6 client each get their answer, from either daemon, whichever is bound
+    /// first. `[::]:P` alone still answers both families.
+    @Test(arguments: ["echo-relay", "async-echo"])
+    func bothWildcardsOnOnePortServeBothFamilies(executable: String) throws {
+        let probe = try UDPSocket(bindingTo: SocketAddress(ipv4: 0, 0, 0, 0, port: 0))
+        let port = try probe.localAddress.port
+        try probe.close()
+        // Both orders, and `[::]:P` alone, which stays dual-stack: its IPv4 client is answered too.
+        for order in [["0.0.0.0:\(port)", "[::]:\(port)"], ["[::]:\(port)", "0.0.0.0:\(port)"], ["[::]:\(port)"]] {
+            let daemon = try RunningRelay((executable == "echo-relay" ? ["echo"] : []) + order.flatMap { ["--listen", $0] },
+                                          executable: executable, listeners: order.count)
+            let v4 = try client("127.0.0.2", port: port)
+            let v6 = try Receiver(SocketAddress(ipv6: "::1", port: 0))
+            try v6.socket.connect(to: SocketAddress(ipv6: "::1", port: port))
+            send([4], from: v4)
+            send([6], from: v6)
+            #expect(v4.receive(1, timeout: 3) == [[4]], "\(executable) \(order): IPv4 client")
+            #expect(v6.receive(1, timeout: 3) == [[6]], "\(executable) \(order): IPv6 client")
+            #expect(daemon.stop() == 0)
+        }
+    }
+
     /// `echo-relay relay --listen 0.0.0.0:P` in front of an echo upstream: clients of 127.0.0.2 and
     /// 127.0.0.3 get their answers from the address they contacted, and one client socket contacting two
     /// of the addresses gets two sessions, each answered from its own address.
