@@ -286,7 +286,9 @@ final class Blaster {
     /// One pacer tick: what the schedule says is due by now, at most ``pacedBurstLimit`` beyond what was
     /// sent, leaves at once (enqueue, then flush: the send-time stamps are taken just before sendmmsg).
     private func pace(_ rate: Double) {
-        var due = Int(rate * Double(Blaster.nanoseconds() - start) / 1e9) - paceSkipped
+        // With --duration the schedule ends there: rate × duration datagrams, sent or skipped.
+        let elapsed = min(Double(Blaster.nanoseconds() - start) / 1e9, options.duration ?? .infinity)
+        var due = Int(rate * elapsed) - paceSkipped
         if due - next > pacedBurstLimit {
             paceSkipped += due - next - pacedBurstLimit
             due = next + pacedBurstLimit
@@ -303,7 +305,12 @@ final class Blaster {
     private func refill(upTo paced: Int = Int.max) {
         if options.rate != nil && paced == Int.max { return }
         let now = Blaster.nanoseconds()
-        let timeUp = options.duration.map { Double(now - start) / 1e9 >= $0 } ?? false
+        var timeUp = options.duration.map { Double(now - start) / 1e9 >= $0 } ?? false
+        if timeUp && options.rate != nil && next < paced {
+            // The last of a paced schedule were due just before the end: the tick that finds the time
+            // up sends them (a window holding them back gets the pacer's 2 ms of catch-up, no more).
+            timeUp = Double(now - start) / 1e9 >= options.duration! + 0.002
+        }
         let size = options.size, stamp = options.expectReplies
         let window = options.window.map { unique + writtenOff + $0 } ?? Int.max
         // One batch call queues what the ring, the pace and the window allow.

@@ -107,7 +107,19 @@ import TestSupport
         #expect((1...4).contains(burst), "one pacer tick sent \(burst) datagrams: \(report)")
         #expect(skipped >= 400, "a 300 ms stall at 2,000/s skips about 600 datagrams, not \(skipped): \(report)")
         let sent = report["sent"] as? Int ?? 0
-        #expect(sent + skipped >= 3800 && sent <= 4000, "\(report)")
+        #expect(sent + skipped == 4000, "2,000/s for 2 s schedules 4,000 datagrams, each sent or skipped: \(report)")
+    }
+
+    /// A paced run sends its whole schedule, rate × duration: the last datagrams fall due just before
+    /// the end and went unsent before (99,998 of 100,000 at 100,000/s for 1 s).
+    @Test func aPacedRunSendsItsWholeSchedule() throws {
+        let sink = try UDPSocket(bindingTo: .loopbackIPv4(port: 0))
+        defer { _ = try? sink.close() }
+        let run = try UDPBlastTests.blast(["--to", try sink.localAddress.description, "--rate", "20000", "--duration", "0.5", "--json"])
+        #expect(!run.hung && run.status == 0, "status \(run.status); \(run.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+        let sent = report["sent"] as? Int ?? -1, skipped = report["pace_skipped"] as? Int ?? -1
+        #expect(sent + skipped == 10_000, "\(report)")
     }
 
     /// --max-loss decides the exit status: about 10% of replies lost passes --max-loss 0.5 and fails
