@@ -270,12 +270,6 @@ final class DatagramRing {
         }
     }
 
-    /// Writes the length of slot `slot` in the ring's `iovecs`, held in a local by a batch.
-    @inlinable @inline(__always)
-    static func setLength(_ length: Int, of iovecs: UnsafeMutablePointer<iovec>, at slot: Int) {
-        iovecs[slot].iov_len = length
-    }
-
     /// Writes the length of the free slot `offset` places after the tail (its payload written by the
     /// caller), without queuing it yet: `commitWritten` queues the slots written, in one step.
     @inlinable
@@ -325,7 +319,7 @@ final class DatagramRing {
         var metadata = SendMetadata()
         if parsed.destination_family != 0 {
             metadata.source = withUnsafeBytes(of: parsed.destination) {
-                SocketAddress(rawAddress: UnsafeRawBufferPointer(rebasing: $0.prefix(parsed.destination_family == 4 ? 4 : 16)), port: 0)
+                SocketAddress(rawAddress: $0.baseAddress!, ipv4: parsed.destination_family == 4, port: 0)
             }
         }
         if parsed.interface_index != 0 { metadata.interfaceIndex = parsed.interface_index }

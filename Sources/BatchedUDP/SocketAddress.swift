@@ -226,14 +226,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// Whether a datagram to this address travels as IPv4 (an IPv4 address, or an IPv4-mapped IPv6 one).
     var isIPv4OnTheWire: Bool { family == .ipv4 || isIPv4Mapped }
 
-    /// The address from 4 (IPv4) or 16 (IPv6) bytes in network order, as control messages carry them.
-    init(rawAddress bytes: UnsafeRawBufferPointer, port: UInt16) {
-        precondition(bytes.count == 4 || bytes.count >= 16)
-        self.init(rawAddress: bytes.baseAddress!, ipv4: bytes.count == 4, port: port)
-    }
-
-    /// The address from the 4 (`ipv4`) or 16 bytes at `bytes`, in network order, at any alignment: a
-    /// load or two, for the receive path's metadata.
+    /// The address from the 4 (`ipv4`) or 16 bytes at `bytes`, in network order, as control messages
+    /// carry them, at any alignment: a load or two.
     @inline(__always)
     init(rawAddress bytes: UnsafeRawPointer, ipv4: Bool, port: UInt16) {
         if ipv4 {
