@@ -99,9 +99,10 @@ soak: deps
 
 # Everything in release: the package's examples, the C references, the SwiftNIO peer and the ordo-one
 # suite (Benchmarks/, a package of its own); user-space instructions per datagram under callgrind
-# (Scripts/instructions.sh); two more ordo-one passes over the metadata pairs (their ratios are the
-# median of three passes); then one table of figures and ratios (Scripts/bench.py).
-# BENCH_ROUNDS (default 5) sets the rounds per workload.
+# (Scripts/instructions.sh); more ordo-one passes over the metadata pairs (their ratios are the median
+# of METADATA_PASSES passes, default 5, the suite's own included); then one table of figures and ratios
+# (Scripts/bench.py). BENCH_ROUNDS (default 5) sets the rounds per workload.
+METADATA_PASSES ?= 5
 bench: deps
 	@missing=""; \
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
@@ -123,11 +124,11 @@ bench: deps
 		| tee .build/instructions.txt
 	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target UDPBenchmarks --format markdown --no-progress \
 		| tee ../.build/ordo-one.md
-	for pass in 2 3; do \
+	for pass in $(shell seq 2 $(METADATA_PASSES)); do \
 		(cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target UDPBenchmarks --format markdown --no-progress \
 			--filter '(echo round trips|send 64 B, GSO (on|off), wildcard).*') > .build/ordo-one-metadata-$$pass.md || exit 1; \
 	done
-	python3 Scripts/bench.py .build/ordo-one.md .build/instructions.txt .build/ordo-one-metadata-2.md .build/ordo-one-metadata-3.md
+	python3 Scripts/bench.py .build/ordo-one.md .build/instructions.txt $(foreach pass,$(shell seq 2 $(METADATA_PASSES)),.build/ordo-one-metadata-$(pass).md)
 
 clean:
 	rm -rf .build .build-asan .build-tsan Benchmarks/.build Fuzz/.build Tests/Consumer/.build
