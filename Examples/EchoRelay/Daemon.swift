@@ -120,9 +120,12 @@ final class Daemon {
         pthread_sigmask(SIG_UNBLOCK, &blocked, nil)
         control.run()
         // Stopping a signal watcher gives the signal its default action back: block the two first, so a
-        // late second request while the workers finish is ignored rather than ending the process.
+        // late second request while the workers finish is ignored rather than ending the process; then
+        // ignore them, for a thread started before they were blocked (AddressSanitizer's).
         pthread_sigmask(SIG_BLOCK, &blocked, nil)
         signalWatchers.forEach { $0.stop() }
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
         for handle in threadHandles { pthread_join(handle, nil) }
         let totals = finished.withLock { $0 }.reduce(into: Stats()) { $0.add($1) }
         logger.notice("final totals: \(totals.totals)")
