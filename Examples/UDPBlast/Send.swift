@@ -205,7 +205,10 @@ final class Blaster {
             loop = try EventLoop(backend: options.rate == nil ? .epoll : .select)
             let socket = try UDPSocket(family: destination.family)
             if let sndbuf = options.sndbuf { try socket.setSendBufferSize(sndbuf) }
-            if options.expectReplies { try? socket.setReceiveBufferSize(64 << 20, force: true) }
+            if options.expectReplies {
+                // Room for the replies: past net.core.rmem_max with CAP_NET_ADMIN, else up to it.
+                do { try socket.setReceiveBufferSize(64 << 20, force: true) } catch { try? socket.setReceiveBufferSize(64 << 20) }
+            }
             try socket.connect(to: destination)
             var configuration = BatchedUDPWatcher.Configuration()
             configuration.capacity = options.ringCapacity
