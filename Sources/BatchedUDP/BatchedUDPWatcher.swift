@@ -558,13 +558,27 @@ public final class BatchedUDPWatcher {
         let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity, iovecs = ring.iovecs
         var slot = ring.tail
         var written = 0, bytes = 0
+        // A producer's batch is mostly datagrams of one length: while they have the first's, they are
+        // copied with one compare each, and they are queued as a run a GSO drain need not scan.
+        let uniformLength = n > 0 ? datagrams[0].count : 0
+        var uniform = !checksBudget && uniformLength > 0 && uniformLength <= limit
+        var uniformCount = 0
         while written < n {
             let end = written &+ min(n &- written, capacity &- slot)
-            let stretch = DatagramRing.FreeStretch(target: base + slot &* slotSize, slot: slot, slotSize: slotSize, iovecs: iovecs)
-            let filled = checksBudget
-                ? try stretch.copy(datagrams, from: &written, to: end, limit: limit, bytes: &bytes, budget: budget)
-                : try stretch.copy(datagrams, from: &written, to: end, limit: limit, bytes: &bytes, budget: nil)
-            slot &+= filled
+            var stretch = DatagramRing.FreeStretch(target: base + slot &* slotSize, slot: slot, slotSize: slotSize, iovecs: iovecs)
+            if uniform {
+                stretch.copy(datagrams, from: &written, to: end, allOf: uniformLength)
+                uniformCount = written
+                uniform = written == end
+            }
+            if written < end {
+                if checksBudget {
+                    try stretch.copy(datagrams, from: &written, to: end, limit: limit, bytes: &bytes, budget: budget)
+                } else {
+                    try stretch.copy(datagrams, from: &written, to: end, limit: limit, bytes: &bytes, budget: nil)
+                }
+            }
+            slot = stretch.slot
             guard written == end else { break }  // the byte budget stopped it
             if slot == capacity { slot = 0 }
         }
@@ -573,7 +587,7 @@ public final class BatchedUDPWatcher {
             guard partially else { throw reject(total) }
         }
         guard written > 0 else { return nextSequence..<nextSequence }
-        ring.commitWritten(written, length: bytes)
+        ring.commitWritten(written, length: bytes &+ uniformCount &* uniformLength, uniform: uniformCount, uniformLength: uniformLength)
         let first = committed(written)
         return first..<first &+ written
     }
@@ -581,8 +595,12 @@ public final class BatchedUDPWatcher {
     /// Throws `messageTooLarge` for the first of `datagrams` from `start` on that exceeds the peer's limit.
     @usableFromInline @inline(never)
     func checkPeerSizes(_ datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, from start: Int) throws(BatchedUDPError) {
-        for datagram in datagrams[start...] where datagram.count > peerPayloadLimit {
-            throw .messageTooLarge(size: datagram.count, limit: peerPayloadLimit)
+        let limit = peerPayloadLimit
+        var index = start
+        while index < datagrams.count {
+            let size = datagrams[index].count
+            guard size <= limit else { throw .messageTooLarge(size: size, limit: limit) }
+            index &+= 1
         }
     }
 

@@ -33,6 +33,12 @@ final class DatagramRing {
     @usableFromInline @exclusivity(unchecked) var count = 0
     /// Queued payload bytes.
     @usableFromInline @exclusivity(unchecked) var bytes = 0
+    /// How many datagrams from the head are known to be `uniformLength` bytes each, with plain headers: a
+    /// GSO run over them needs no scan. The copying batch extends it when the whole queue is such a run
+    /// (or empty) and its datagrams have that length; it shrinks as datagrams leave. Nothing else
+    /// writes the length or header of a queued slot.
+    @usableFromInline @exclusivity(unchecked) var uniformRun = 0
+    @usableFromInline @exclusivity(unchecked) var uniformLength = 0
     /// Whether a slot has ever carried an address or control messages (then leaving slots are made plain).
     private(set) var decorates = false
     /// Most datagrams and payload bytes queued at once. Taken before each removal rather than at each
@@ -139,11 +145,17 @@ final class DatagramRing {
     /// batch loop its registers, about as much again as such a copy.
     @inlinable
     static func copy(_ target: UnsafeMutableRawPointer, from source: UnsafeRawPointer, length: Int) {
-        typealias Chunk = SIMD16<UInt8>
         guard length >= 16 && length <= 64 else {
             target.copyMemory(from: source, byteCount: length)
             return
         }
+        copySmall(target, from: source, length: length)
+    }
+
+    /// The moves of `copy(_:from:length:)` for 16 to 64 bytes (`length` must be in that range).
+    @inlinable @inline(__always)
+    static func copySmall(_ target: UnsafeMutableRawPointer, from source: UnsafeRawPointer, length: Int) {
+        typealias Chunk = SIMD16<UInt8>
         let first = source.loadUnaligned(as: Chunk.self)
         let last = source.loadUnaligned(fromByteOffset: length &- 16, as: Chunk.self)
         if length > 32 {
@@ -232,11 +244,12 @@ final class DatagramRing {
         iovecs[slot].iov_len = length
     }
 
-    /// Free slots from `slot` up to the ring's end, which a copying batch fills without a wrap check.
+    /// Free slots from `slot` up to the ring's end, which a copying batch fills without a wrap check: a
+    /// cursor the batch keeps in registers, moved on by each `copy`.
     @usableFromInline
     struct FreeStretch {
-        @usableFromInline let target: UnsafeMutableRawPointer
-        @usableFromInline let slot: Int
+        @usableFromInline var target: UnsafeMutableRawPointer
+        @usableFromInline var slot: Int
         @usableFromInline let slotSize: Int
         @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
 
@@ -247,26 +260,74 @@ final class DatagramRing {
 
         /// Copies `datagrams[written..<end]` into the stretch's slots and writes their lengths, checking
         /// each size against `limit` and, when given, the running total `bytes` against `budget` (a
-        /// datagram that does not fit ends the copy before it); returns how many slots it filled.
-        /// Nothing is queued: the caller commits the slots.
+        /// datagram that does not fit ends the copy before it). Nothing is queued: the caller commits the
+        /// slots.
         /// - Throws: `messageTooLarge` for a datagram over `limit`.
         @inlinable @inline(__always)
-        func copy(_ datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, from written: inout Int, to end: Int,
-                  limit: Int, bytes: inout Int, budget: Int?) throws(BatchedUDPError) -> Int {
-            let first = written
-            var target = self.target
+        mutating func copy(_ datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, from written: inout Int, to end: Int,
+                           limit: Int, bytes: inout Int, budget: Int?) throws(BatchedUDPError) {
             while written < end {
                 let datagram = datagrams[written]
                 let length = datagram.count
                 guard length <= limit else { throw .messageTooLarge(size: length, limit: limit) }
                 if let budget, bytes &+ length > budget { break }
                 DatagramRing.copy(target, fromOptional: datagram.baseAddress, length: length)
-                iovecs[slot &+ (written &- first)].iov_len = length
+                iovecs[slot].iov_len = length
                 bytes &+= length
                 written &+= 1
+                slot &+= 1
                 target += slotSize
             }
-            return written &- first
+        }
+
+        /// As `copy(_:from:to:limit:bytes:budget:)` while the datagrams are `length` bytes long (more than
+        /// 0, checked against the limit and the budget by the caller), stopping at the first that is not:
+        /// the usual producer's batch, copied without a size dispatch or check per datagram. A function of
+        /// its own, so its loop keeps its few values in registers.
+        @usableFromInline @inline(never)
+        mutating func copy(_ datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, from written: inout Int, to end: Int,
+                           allOf length: Int) {
+            if length > 32 && length <= 64 {
+                copy(datagrams, from: &written, to: end, allOf: length) { target, source in
+                    DatagramRing.copySmall(target, from: source, length: length)
+                }
+            } else if length >= 16 && length <= 32 {
+                copy(datagrams, from: &written, to: end, allOf: length) { target, source in
+                    DatagramRing.copySmall(target, from: source, length: length)
+                }
+            } else {
+                copy(datagrams, from: &written, to: end, allOf: length) { target, source in
+                    target.copyMemory(from: source, byteCount: length)
+                }
+            }
+        }
+
+        /// The loop of `copy(_:from:to:allOf:)`, with pointers for indices, around one way to `move` a
+        /// payload: instantiated per length class, so each loop has no dispatch in it.
+        @inlinable @inline(__always)
+        mutating func copy(_ datagrams: UnsafeBufferPointer<UnsafeRawBufferPointer>, from written: inout Int, to end: Int,
+                           allOf length: Int, _ move: (UnsafeMutableRawPointer, UnsafeRawPointer) -> Void) {
+            let start = datagrams.baseAddress.unsafelyUnwrapped + written
+            let stop = datagrams.baseAddress.unsafelyUnwrapped + end
+            var next = start, iovec = iovecs + slot, target = self.target
+            let slotSize = self.slotSize
+            while next < stop {
+                // A buffer is its start and end addresses (both 0 when it has none, as an empty one may):
+                // their difference is its size without the nil check of `count`. Were the layout another,
+                // no difference would equal `length` and the general loop would take the datagram.
+                let (low, high) = unsafeBitCast(next.pointee, to: (UInt, UInt).self)
+                guard high &- low == UInt(bitPattern: length) else { break }
+                assert(next.pointee.count == length && UInt(bitPattern: next.pointee.baseAddress) == low)
+                move(target, UnsafeRawPointer(bitPattern: low).unsafelyUnwrapped)
+                iovec.pointee.iov_len = length
+                next += 1
+                iovec += 1
+                target += slotSize
+            }
+            let copied = start.distance(to: next)
+            written &+= copied
+            slot &+= copied
+            self.target = target
         }
     }
 
@@ -279,6 +340,17 @@ final class DatagramRing {
 
     /// The length `writeSlot` gave the free slot `offset` places after the tail.
     func length(afterTail offset: Int) -> Int { iovecs[index(count + offset)].iov_len }
+
+    /// Queues the `n` slots after the tail written with `writeSlot`, holding `length` payload bytes in all.
+    /// The first `uniform` of them are plain datagrams of `uniformLength` bytes each (see `uniformRun`).
+    @inlinable
+    func commitWritten(_ n: Int, length: Int, uniform: Int, uniformLength: Int) {
+        if uniformRun == count && (count == 0 || self.uniformLength == uniformLength) {
+            uniformRun = count &+ uniform
+            self.uniformLength = uniformLength
+        }
+        commitWritten(n, length: length)
+    }
 
     /// Queues the `n` slots after the tail written with `writeSlot`, holding `length` payload bytes in all.
     @inlinable
@@ -404,6 +476,7 @@ final class DatagramRing {
         head = index(n)
         count -= n
         bytes -= removed
+        uniformRun = uniformRun > n ? uniformRun &- n : 0
         if count == 0 { (head, tail) = (0, 0) }
         return removed
     }

@@ -93,15 +93,18 @@ final class SegmentedBatch {
             next += 1
             if first >= singles && size > 0 && size <= maxSegment
                 && (limits.isEmpty || size <= limits.maxSegment(for: source[first], fallback: maxSegment, now: now)) {
-                // Each datagram is looked at once: its length, and (on a ring where some slots carry an
-                // address or metadata) its key, which equals the first's only if it goes where the first
-                // goes with the same metadata (`DatagramRing.keys`).
+                // The ring's uniform run needs no look (`DatagramRing.uniformRun`): its datagrams are plain
+                // and `size` bytes long. After it, each datagram is looked at once: its length, and (on a
+                // ring where some slots carry an address or metadata) its key, which equals the first's
+                // only if it goes where the first goes with the same metadata (`DatagramRing.keys`).
                 let end = min(available, first + min(SegmentedBatch.maxSegments, maxPayload / size))
                 let keys = ring.headKeys
-                if !ring.decorates {
-                    next = SegmentedBatch.equalLengths(iovecs, from: next, to: end, size: size)
-                } else {
-                    next = SegmentedBatch.equalLengthsAndKeys(iovecs, keys, from: next, to: end, size: size)
+                next = min(end, max(next, ring.uniformRun))
+                assert((first..<next).allSatisfy { iovecs[$0].iov_len == size && keys[$0] == keys[first] })
+                if next < end {
+                    next = ring.decorates
+                        ? SegmentedBatch.equalLengthsAndKeys(iovecs, keys, from: next, to: end, size: size)
+                        : SegmentedBatch.equalLengths(iovecs, from: next, to: end, size: size)
                 }
                 // A shorter (never empty) datagram may end the run.
                 if next < end, case let length = iovecs[next].iov_len, length > 0, length < size,

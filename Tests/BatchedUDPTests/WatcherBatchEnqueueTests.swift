@@ -229,6 +229,44 @@ struct WatcherBatchEnqueueTests {
         expectAccounted(watcher)
     }
 
+    /// The copying batch copies datagrams of the first one's size in a loop of their own (one per size
+    /// class: under 16 bytes, 16 to 32, 33 to 64, more) and hands the rest of the call to the general
+    /// loop at the first of another size, an empty buffer with or without an address among them. Every
+    /// byte arrives, in order, with GSO and without.
+    @Test(arguments: [BatchedUDPWatcher.Configuration.Segmentation.automatic, .off])
+    func copyingBatchesOfOneSizeStopAtTheFirstOfAnother(segmentation: BatchedUDPWatcher.Configuration.Segmentation) throws {
+        let loop = try EventLoop()
+        let (watcher, receiver) = try connectedPair(configuration(capacity: 64, segmentation: segmentation), loop: loop)
+        let batches: [[Int]] = [
+            [64, 64, 64, 65, 64, 64], [20, 20, 20, 21, 19, 20], [33, 33, 32, 33], [9, 9, 9, 9, 10],
+            [1200, 1200, 1199, 1200], [40, 40, 0, 40, 40], [40, 40, -1, 40], [16, 16, 64, 64, 2048, 16],
+        ]
+        var expected: [[UInt8]] = []
+        for sizes in batches {
+            // -1: an empty buffer that has an address.
+            let payloads = sizes.indices.map { sequencePayload(expected.count + $0, size: max(sizes[$0], 0)) }
+            let storage = payloads.map { payload -> UnsafeMutableRawBufferPointer in
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(payload.count, 1), alignment: 1)
+                buffer.copyBytes(from: payload)
+                return UnsafeMutableRawBufferPointer(rebasing: buffer[0..<payload.count])
+            }
+            defer { storage.forEach { $0.deallocate() } }
+            var buffers = storage.map { UnsafeRawBufferPointer($0) }
+            if let empty = sizes.firstIndex(of: 0) {
+                buffers[empty] = UnsafeRawBufferPointer(start: nil, count: 0)
+                #expect(buffers[empty].baseAddress == nil)
+            }
+            #expect(buffers.allSatisfy { $0.count == 0 || $0.baseAddress != nil })
+            #expect(try watcher.enqueue(contentsOf: buffers) == expected.count..<expected.count + sizes.count)
+            #expect(watcher.counters.queuedBytes == payloads.map(\.count).reduce(0, +))
+            expected += payloads
+            runUntilDrained(watcher)
+        }
+        #expect(receiver.receive(expected.count) == expected)
+        #expect(watcher.counters.sentBytes == expected.map(\.count).reduce(0, +))
+        expectAccounted(watcher)
+    }
+
     /// A slot that carried metadata (an ECN message) and later carries a plain datagram to the connected
     /// peer sends it plain: the ring clears what leaves it. Four slots, reused twice over.
     @Test func reusedSlotsCarryNoOldMetadata() throws {

@@ -136,6 +136,89 @@ import TestSupport
         #expect(iovecCounts.allSatisfy { $0 == 1 } && watcher.counters.gsoSends > 0, "\(iovecCounts)")
     }
 
+    /// A copying batch of one size is queued as a run no drain scans (`DatagramRing.uniformRun`). The run
+    /// ends where the queue holds anything else: a datagram of another size queued after it, a batch of
+    /// its size behind that one, a batch of another size, the rest of a batch whose sizes change. It
+    /// shrinks with what leaves, also when sendmmsg takes fewer messages than offered. Receivers see
+    /// exactly the datagrams queued, and GSO carried the runs.
+    @Test(.needsLargeReceiveBuffers) func copyingBatchesOfOneSizeLeaveAsTheRunsTheyAre() throws {
+        let (_, watcher, receiver, recorder) = try watcher()
+        let recorded = watcher.sendSeam!
+        var shortCalls = 0
+        watcher.sendSeam = { fd, messages, count in
+            // The first calls of each drain take their first message only: short counts inside the run.
+            guard count > 1 && shortCalls < 2 else { return recorded(fd, messages, count) }
+            shortCalls += 1
+            return recorded(fd, messages, 1)
+        }
+        var expected: [[UInt8]] = []
+        func batch(_ sizes: [Int]) throws {
+            let payloads = sizes.indices.map { payload(expected.count + $0, size: sizes[$0]) }
+            try WatcherBatchEnqueueTests().withBuffers(payloads) { buffers throws in
+                #expect(try watcher.enqueue(contentsOf: buffers) == expected.count..<expected.count + sizes.count)
+            }
+            expected += payloads
+        }
+        func batch(_ count: Int, size: Int) throws { try batch(Array(repeating: size, count: count)) }
+        func drain(_ runs: [[Int]]) {
+            recorder.calls.removeAll()
+            shortCalls = 0
+            watcher.flush()
+            #expect(recorder.calls.flatMap { $0 }.map(\.sizes) == runs)
+        }
+        let run64 = Array(repeating: 64, count: 64)
+        // 150 × 64 B (runs of 64, 64, 22), a single of 100 B after them, five more of 64 B behind it.
+        try batch(150, size: 64)
+        #expect(watcher.ring.uniformRun == 150)
+        expected.append(payload(expected.count, size: 100))
+        try watcher.enqueue(expected.last!)
+        try batch(5, size: 64)
+        #expect(watcher.ring.uniformRun == 150)
+        // Two calls take one run each, and the rest goes in one call (a run may end with a shorter datagram).
+        drain([run64, run64, Array(repeating: 64, count: 22), [100, 64], Array(repeating: 64, count: 4)])
+        #expect(watcher.ring.uniformRun == 0)
+        // A batch of another size behind a run; a batch whose sizes change part way.
+        try batch(10, size: 64)
+        try batch(10, size: 100)
+        #expect(watcher.ring.uniformRun == 10)
+        drain([Array(repeating: 64, count: 10), Array(repeating: 100, count: 10)])
+        try batch([64, 64, 64, 100, 64, 64])
+        #expect(watcher.ring.uniformRun == 3)
+        drain([[64, 64, 64], [100, 64], [64]])
+        #expect(receiver.receive(expected.count) == expected)
+        #expect(watcher.counters.gsoSends >= 8)
+        expectAccounted(watcher)
+    }
+
+    /// A copying batch that wraps around the ring's end, its size changing before the end: the run it
+    /// adds to ends at the change, though the datagrams after the wrap have the run's size again.
+    @Test func aCopyingBatchAcrossTheRingsEndEndsItsRunAtTheFirstOtherSize() throws {
+        let (_, watcher, receiver, recorder) = try watcher { $0.capacity = 200; $0.maxCallsPerDrain = 1 }
+        let recorded = watcher.sendSeam!
+        watcher.sendSeam = { fd, messages, _ in recorded(fd, messages, 1) }  // one message per call
+        var expected: [[UInt8]] = []
+        func batch(_ sizes: [Int]) throws {
+            let payloads = sizes.indices.map { payload(expected.count + $0, size: sizes[$0]) }
+            try WatcherBatchEnqueueTests().withBuffers(payloads) { buffers throws in
+                #expect(try watcher.enqueue(contentsOf: buffers) == expected.count..<expected.count + sizes.count)
+            }
+            expected += payloads
+        }
+        try batch(Array(repeating: 64, count: 190))
+        watcher.flush()  // one call, one run of 64: the head moves to slot 64
+        #expect(watcher.ring.uniformRun == 126 && watcher.ring.tail == 190)
+        try batch(Array(repeating: 64, count: 5) + [100] + Array(repeating: 64, count: 10))
+        #expect(watcher.ring.tail == 6, "the batch wrapped")
+        #expect(watcher.ring.uniformRun == 131)
+        recorder.calls.removeAll()
+        runUntilDrained(watcher)
+        // Runs end at the ring's end too: 64, 64, then 64 × 3 | 100, 64 | 64 × 3 ‖ 64 × 6.
+        #expect(recorder.calls.flatMap { $0 }.map(\.sizes) == [Array(repeating: 64, count: 64), Array(repeating: 64, count: 64),
+                                                               [64, 64, 64], [100, 64], [64, 64, 64], Array(repeating: 64, count: 6)])
+        #expect(receiver.receive(expected.count) == expected)
+        expectAccounted(watcher)
+    }
+
     /// Destinations split runs: one batch to three peers keeps each datagram's own address.
     @Test func runsNeverCrossDestinations() throws {
         let loop = try EventLoop()
