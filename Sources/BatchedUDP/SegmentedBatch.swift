@@ -36,6 +36,8 @@ final class SegmentedBatch {
     private let totals: UnsafeMutablePointer<Int>
     private let controls: UnsafeMutableRawPointer
     private let controlSpace: Int
+    /// The UDP_SEGMENT message's `cmsg_len`, the offset of its data, and its space: read once, not per run.
+    private let segmentLength: Int, segmentDataOffset: Int, segmentSpace: Int
     /// Messages in the current vector.
     private(set) var count = 0
 
@@ -47,7 +49,11 @@ final class SegmentedBatch {
         self.maxPayload = maxPayload
         self.maxSegment = maxSegment
         // Room for the run's metadata messages (copied from its first slot) followed by UDP_SEGMENT.
-        controlSpace = DatagramRing.controlSpace + cudp_cmsg_space(MemoryLayout<UInt16>.size)
+        segmentLength = cudp_cmsg_len(MemoryLayout<UInt16>.size)
+        segmentSpace = cudp_cmsg_space(MemoryLayout<UInt16>.size)
+        var header = cmsghdr()
+        segmentDataOffset = withUnsafeMutablePointer(to: &header) { UnsafeRawPointer(cudp_cmsg_data($0)) - UnsafeRawPointer($0) }
+        controlSpace = DatagramRing.controlSpace + segmentSpace
         messages = .allocate(capacity: capacity)
         messages.initialize(repeating: cudp_mmsghdr(), count: capacity)
         segments = .allocate(capacity: capacity)
@@ -113,10 +119,10 @@ final class SegmentedBatch {
                 }
             }
             var message = source[first]
-            let run = next - first
+            let run = next &- first
             var total = size
             if run > 1 {
-                total = size * (run - 1) + iovecs[next - 1].iov_len
+                total = size &* (run &- 1) &+ iovecs[next &- 1].iov_len
                 if ring.slotSize == size {
                     // Full slots lie end to end in the ring: one iovec covers the run.
                     joined[count] = iovec(iov_base: iovecs[first].iov_base, iov_len: total)
@@ -127,22 +133,24 @@ final class SegmentedBatch {
                     message.msg_hdr.msg_iovlen = run
                 }
                 // The run's metadata messages (all its datagrams carry the same), then UDP_SEGMENT.
-                let control = controls + count * controlSpace
+                let control = controls + count &* controlSpace
                 let metadataLength = message.msg_hdr.msg_controllen
                 if metadataLength > 0 { control.copyMemory(from: message.msg_hdr.msg_control!, byteCount: metadataLength) }
                 let header = (control + metadataLength).assumingMemoryBound(to: cmsghdr.self)
                 header.pointee.cmsg_level = Int32(CUDP_SOL_UDP)
                 header.pointee.cmsg_type = Int32(CUDP_UDP_SEGMENT)
-                header.pointee.cmsg_len = cudp_cmsg_len(MemoryLayout<UInt16>.size)
-                UnsafeMutableRawPointer(cudp_cmsg_data(header)).storeBytes(of: UInt16(size), as: UInt16.self)
+                header.pointee.cmsg_len = segmentLength
+                // `size` is at most `maxSegment` (1,472 bytes), so it fits in 16 bits.
+                (UnsafeMutableRawPointer(header) + segmentDataOffset).storeBytes(of: UInt16(truncatingIfNeeded: size), as: UInt16.self)
                 message.msg_hdr.msg_control = control
-                message.msg_hdr.msg_controllen = metadataLength + cudp_cmsg_space(MemoryLayout<UInt16>.size)
+                message.msg_hdr.msg_controllen = metadataLength &+ segmentSpace
             }
             messages[count] = message
-            segments[count] = Int32(run)
-            sizes[count] = Int32(size)
+            // At most 64 datagrams of at most a slot each.
+            segments[count] = Int32(truncatingIfNeeded: run)
+            sizes[count] = Int32(truncatingIfNeeded: size)
             totals[count] = total
-            count += 1
+            count &+= 1
         }
     }
 
