@@ -496,36 +496,51 @@ public final class BatchedUDPWatcher {
         let free = ring.capacity &- ring.count
         guard partially || count <= free else { throw reject(count) }
         let n = min(count, free)
-        // The limits in locals, and a cursor over the free slots: the loop reloads nothing.
+        // The limits and the ring's layout in locals: the loop reloads nothing. The free slots are walked
+        // in stretches that end at the ring's end (no wrap check per datagram). When no `n` datagrams the
+        // peer's limit allows can exceed the byte budget (as with the default budget, a full slot per
+        // datagram), the loop does not check it.
         let budget = ring.byteCapacity &- ring.bytes, limit = peerPayloadLimit
-        var cursor = DatagramRing.FreeSlots(ring)
+        let checksBudget = limit &* n > budget
+        let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity, iovecs = ring.iovecs
+        var slot = ring.tail
         var written = 0, bytes = 0
+        // Whether all lengths equal the first (`uniform`): then the datagrams are queued as a run a GSO
+        // drain need not scan. One compare per datagram while they do.
+        var uniform = -1, mixed = false
         beginWritingSlot()
         do {
             defer { endWritingSlot() }
             // A body that closes the socket is still called for the rest of the batch (the slots stay
             // allocated), and nothing is queued: checking the flag per datagram would cost every batch.
-            while written < n {
-                let length = try body(written, UnsafeMutableRawBufferPointer(start: cursor.payload, count: cursor.slotSize))
-                guard UInt(bitPattern: length) <= UInt(bitPattern: limit) else {
-                    checkSlotLength(length)
-                    if !acceptsPeerDatagrams { break }  // closed: reported below, before any size
-                    throw BatchedUDPError.messageTooLarge(size: length, limit: limit)
+            batch: while written < n {
+                let end = written &+ min(n &- written, capacity &- slot)
+                var stretch = DatagramRing.FreeStretch(target: base + slot &* slotSize, slot: slot, slotSize: slotSize, iovecs: iovecs)
+                while written < end {
+                    let length = try body(written, UnsafeMutableRawBufferPointer(start: stretch.target, count: slotSize))
+                    guard UInt(bitPattern: length) <= UInt(bitPattern: limit) else {
+                        checkSlotLength(length)
+                        if !acceptsPeerDatagrams { break batch }  // closed: reported below, before any size
+                        throw BatchedUDPError.messageTooLarge(size: length, limit: limit)
+                    }
+                    if checksBudget && bytes &+ length > budget {
+                        guard partially else { throw reject(count) }
+                        break batch
+                    }
+                    if _slowPath(length != uniform) {
+                        if written == 0 { uniform = length } else { mixed = true }
+                    }
+                    stretch.fill(length: length)
+                    bytes &+= length
+                    written &+= 1
                 }
-                guard bytes &+ length <= budget else {
-                    guard partially else { throw reject(count) }
-                    break
-                }
-                ring.setLength(length, ofFreeSlot: cursor.slot)
-                bytes &+= length
-                written &+= 1
-                cursor.advance()
+                slot = 0
             }
         }
         // The body may have closed the watcher's socket.
         guard acceptsPeerDatagrams else { throw BatchedUDPError.closed }
         guard written > 0 else { return nextSequence..<nextSequence }
-        ring.commitWritten(written, length: bytes)
+        ring.commitWritten(written, length: bytes, uniform: mixed || uniform == 0 ? 0 : written, uniformLength: uniform)
         let first = committed(written)
         return first..<first &+ written
     }

@@ -212,40 +212,8 @@ final class DatagramRing {
         commitTail(length: length)
     }
 
-    /// A walk over the free slots from the tail, for a batch: where the next slot and its payload are.
-    /// A value the batch keeps in registers; the ring is not touched until `commitWritten`.
-    @usableFromInline
-    struct FreeSlots {
-        @usableFromInline var slot: Int
-        @usableFromInline var payload: UnsafeMutableRawPointer
-        @usableFromInline let base: UnsafeMutableRawPointer
-        @usableFromInline let slotSize: Int
-        @usableFromInline let capacity: Int
-
-        @inlinable
-        init(_ ring: DatagramRing) {
-            (slot, base, slotSize, capacity) = (ring.tail, ring.payload, ring.slotSize, ring.capacity)
-            payload = base + slot &* slotSize
-        }
-
-        /// On to the next free slot (wrapping at the ring's end).
-        @inlinable
-        mutating func advance() {
-            slot &+= 1
-            payload += slotSize
-            if slot == capacity { (slot, payload) = (0, base) }
-        }
-    }
-
-    /// Writes the length of free slot `slot` (an index, not an offset), for a batch that walks the free
-    /// slots itself.
-    @inlinable
-    func setLength(_ length: Int, ofFreeSlot slot: Int) {
-        iovecs[slot].iov_len = length
-    }
-
-    /// Free slots from `slot` up to the ring's end, which a copying batch fills without a wrap check: a
-    /// cursor the batch keeps in registers, moved on by each `copy`.
+    /// Free slots from `slot` up to the ring's end, which a batch fills without a wrap check: a cursor the
+    /// batch keeps in registers, moved on by each `fill` or `copy`.
     @usableFromInline
     struct FreeStretch {
         @usableFromInline var target: UnsafeMutableRawPointer
@@ -256,6 +224,14 @@ final class DatagramRing {
         @inlinable
         init(target: UnsafeMutableRawPointer, slot: Int, slotSize: Int, iovecs: UnsafeMutablePointer<iovec>) {
             (self.target, self.slot, self.slotSize, self.iovecs) = (target, slot, slotSize, iovecs)
+        }
+
+        /// Gives the next slot, its payload written in place, its length, and moves on.
+        @inlinable @inline(__always)
+        mutating func fill(length: Int) {
+            iovecs[slot].iov_len = length
+            slot &+= 1
+            target += slotSize
         }
 
         /// Copies `datagrams[written..<end]` into the stretch's slots and writes their lengths, checking

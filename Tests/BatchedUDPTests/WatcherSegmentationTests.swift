@@ -136,12 +136,13 @@ import TestSupport
         #expect(iovecCounts.allSatisfy { $0 == 1 } && watcher.counters.gsoSends > 0, "\(iovecCounts)")
     }
 
-    /// A copying batch of one size is queued as a run no drain scans (`DatagramRing.uniformRun`). The run
-    /// ends where the queue holds anything else: a datagram of another size queued after it, a batch of
-    /// its size behind that one, a batch of another size, the rest of a batch whose sizes change. It
-    /// shrinks with what leaves, also when sendmmsg takes fewer messages than offered. Receivers see
+    /// A batch of one size (copied or written in place) is queued as a run no drain scans
+    /// (`DatagramRing.uniformRun`). The run ends where the queue holds anything else: a datagram of
+    /// another size queued after it, a batch of its size behind that one, a batch of another size, the
+    /// rest of a copied batch whose sizes change; a batch written in place whose sizes change is no run.
+    /// It shrinks with what leaves, also when sendmmsg takes fewer messages than offered. Receivers see
     /// exactly the datagrams queued, and GSO carried the runs.
-    @Test(.needsLargeReceiveBuffers) func copyingBatchesOfOneSizeLeaveAsTheRunsTheyAre() throws {
+    @Test(.needsLargeReceiveBuffers) func batchesOfOneSizeLeaveAsTheRunsTheyAre() throws {
         let (_, watcher, receiver, recorder) = try watcher()
         let recorded = watcher.sendSeam!
         var shortCalls = 0
@@ -185,8 +186,26 @@ import TestSupport
         try batch([64, 64, 64, 100, 64, 64])
         #expect(watcher.ring.uniformRun == 3)
         drain([[64, 64, 64], [100, 64], [64]])
+        // Batches written in place: one of one size is a run; one whose sizes change is not, and does not
+        // extend the run before it.
+        func inPlace(_ sizes: [Int]) throws {
+            let first = expected.count
+            #expect(try watcher.enqueue(count: sizes.count) { index, slot in
+                slot.copyBytes(from: payload(first + index, size: sizes[index]))
+                return sizes[index]
+            } == first..<first + sizes.count)
+            expected += sizes.indices.map { payload(first + $0, size: sizes[$0]) }
+        }
+        try inPlace([64, 64, 64, 64, 64])
+        #expect(watcher.ring.uniformRun == 5)
+        try inPlace([64, 100, 64])
+        #expect(watcher.ring.uniformRun == 5)
+        drain([[64, 64, 64, 64, 64, 64], [100, 64]])
+        try inPlace([100, 64, 64])
+        #expect(watcher.ring.uniformRun == 0)
+        drain([[100, 64], [64]])
         #expect(receiver.receive(expected.count) == expected)
-        #expect(watcher.counters.gsoSends >= 8)
+        #expect(watcher.counters.gsoSends >= 11)
         expectAccounted(watcher)
     }
 
