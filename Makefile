@@ -2,6 +2,9 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RELEASE_BIN = .build/release
+# Release builds of the executables link the Swift runtime in (as a tool shipped to machines without
+# Swift would be): no dynamic loading of a dozen Swift libraries at every start, about 3 ms less per run.
+RELEASE = $(SWIFT) build -c release --static-swift-stdlib
 
 .PHONY: deps build test test-sanitizers fuzz-build test-fuzz fuzz mutants demo soak bench docs test-consumer clean
 
@@ -87,14 +90,14 @@ mutants: deps
 	./Scripts/mutants.sh
 
 demo: deps
-	$(SWIFT) build -c release --product udp-blast
-	$(SWIFT) build -c release --product echo-relay
+	$(RELEASE) --product udp-blast
+	$(RELEASE) --product echo-relay
 	@./Scripts/demo.sh $(RELEASE_BIN)
 
 # echo-relay (echo and relay) under udp-blast load; SOAK_SECONDS (default 60) and SOAK_RATE set the run.
 soak: deps
-	$(SWIFT) build -c release --product udp-blast
-	$(SWIFT) build -c release --product echo-relay
+	$(RELEASE) --product udp-blast
+	$(RELEASE) --product echo-relay
 	@./Scripts/soak.sh $(RELEASE_BIN)
 
 # Everything in release: the package's examples, the C references, the SwiftNIO peer and the ordo-one
@@ -110,15 +113,15 @@ bench: deps
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	$(SWIFT) build -c release --product udp-blast
-	$(SWIFT) build -c release --product echo-relay
-	$(SWIFT) build -c release --product async-echo
+	$(RELEASE) --product udp-blast
+	$(RELEASE) --product echo-relay
+	$(RELEASE) --product async-echo
 	mkdir -p .build/c-refs
 	cc -O2 -Wall -o .build/c-refs/send_ref Benchmarks/CReferences/send_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/echo_ref Benchmarks/CReferences/echo_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/recv_ref Benchmarks/CReferences/recv_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/pingpong_ref Benchmarks/CReferences/pingpong_ref.c
-	$(SWIFT) build -c release --package-path Benchmarks --product nio-peer
+	$(RELEASE) --package-path Benchmarks --product nio-peer
 	$(SWIFT) build -c release --package-path Benchmarks --product instruction-counts
 	./Scripts/instructions.sh Benchmarks/.build/release/instruction-counts .build/c-refs/send_ref .build/c-refs/recv_ref \
 		| tee .build/instructions.txt

@@ -7,7 +7,8 @@ whole-process wall time (start to exit) for COUNT datagrams to a loopback socket
 script holds it); echo figures are round trips per second from the same client, udp-blast with 4,096
 datagrams awaiting replies; latency figures are round-trip p50s of a paced udp-blast and of a closed-loop
 C ping-pong client running at the same time against the C echo server. Same payload sizes, batch sizes and
-sink for every contender.
+sink for every contender. The Swift executables (the examples, the SwiftNIO peer) are built with
+--static-swift-stdlib, as `make demo` builds the examples; the C references link libev and libc dynamically.
 
 Usage: Scripts/bench.py MALLOC_REPORT INSTRUCTIONS [METADATA_REPORT...]
   MALLOC_REPORT: the ordo-one suite's markdown output (mallocs per datagram, metadata costs);
