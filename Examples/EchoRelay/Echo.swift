@@ -6,6 +6,7 @@ import Logging
 /// `echo-relay echo`: sends every datagram back to its sender, unchanged.
 struct Echo: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "echo",
         abstract: "Send every datagram back to its sender, unchanged, from the socket and address it arrived on.")
 
     @Option(help: "Address to listen on, HOST:PORT (repeatable). Port 0 picks a free port; the log says which.")

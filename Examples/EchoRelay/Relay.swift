@@ -7,6 +7,7 @@ import Logging
 /// `echo-relay relay`: a bidirectional UDP relay with one upstream-connected socket per client.
 struct Relay: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "relay",
         abstract: "Relay datagrams between clients and one upstream, with a session socket per client.",
         discussion: """
             Only clients in the --allow networks are served (by default loopback, RFC 1918, 100.64/10, \

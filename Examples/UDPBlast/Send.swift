@@ -8,6 +8,7 @@ import Libev
 /// BatchedUDPReader and measures loss, order and round-trip time.
 struct Send: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "send",
         abstract: "Send datagrams through one BatchedUDPWatcher (sendmmsg) on a connected socket.",
         discussion: """
             Payload: sequence number (8 bytes, little endian), then with --expect-replies the send time in \

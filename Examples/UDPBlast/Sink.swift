@@ -8,6 +8,7 @@ import Libev
 /// the host's addresses (on a wildcard --listen) they came with.
 struct Sink: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "sink",
         abstract: "Receive udp-blast datagrams and report received, lost, reordered and duplicated.",
         discussion: "Prints 'listening HOST:PORT' on stdout once bound (port 0 picks a free one).")
 
