@@ -122,7 +122,7 @@ bench: deps
 	cc -O2 -Wall -o .build/c-refs/recv_ref Benchmarks/CReferences/recv_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/pingpong_ref Benchmarks/CReferences/pingpong_ref.c
 	$(RELEASE) --package-path Benchmarks --product nio-peer
-	$(SWIFT) build -c release --package-path Benchmarks --product instruction-counts
+	$(RELEASE) --package-path Benchmarks --product instruction-counts
 	./Scripts/instructions.sh Benchmarks/.build/release/instruction-counts .build/c-refs/send_ref .build/c-refs/recv_ref \
 		| tee .build/instructions.txt
 	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target UDPBenchmarks --format markdown --no-progress \

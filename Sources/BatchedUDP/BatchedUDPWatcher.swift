@@ -505,9 +505,9 @@ public final class BatchedUDPWatcher {
         let base = ring.payload, slotSize = ring.slotSize, capacity = ring.capacity, iovecs = ring.iovecs
         var slot = ring.tail
         var written = 0, bytes = 0
-        // Whether all lengths equal the first (`uniform`): then the datagrams are queued as a run a GSO
-        // drain need not scan. One compare per datagram while they do.
-        var uniform = -1, mixed = false
+        // How many lengths from the first equal it (`uniform`): those datagrams are queued as a run a GSO
+        // drain need not scan. One compare per datagram while they do; the rest out of line.
+        var uniform = -1, uniformCount = n
         beginWritingSlot()
         do {
             defer { endWritingSlot() }
@@ -524,11 +524,12 @@ public final class BatchedUDPWatcher {
                         throw BatchedUDPError.messageTooLarge(size: length, limit: limit)
                     }
                     if checksBudget && bytes &+ length > budget {
-                        guard partially else { throw reject(count) }
+                        // A body that closed the socket made the budget stale: `closed` is reported below.
+                        guard partially || !acceptsPeerDatagrams else { throw reject(count) }
                         break batch
                     }
                     if _slowPath(length != uniform) {
-                        if written == 0 { uniform = length } else { mixed = true }
+                        if written == 0 { uniform = length } else if uniformCount > written { uniformCount = written }
                     }
                     stretch.fill(length: length)
                     bytes &+= length
@@ -540,7 +541,7 @@ public final class BatchedUDPWatcher {
         // The body may have closed the watcher's socket.
         guard acceptsPeerDatagrams else { throw BatchedUDPError.closed }
         guard written > 0 else { return nextSequence..<nextSequence }
-        ring.commitWritten(written, length: bytes, uniform: mixed || uniform == 0 ? 0 : written, uniformLength: uniform)
+        ring.commitWritten(written, length: bytes, uniform: uniform == 0 ? 0 : min(uniformCount, written), uniformLength: uniform)
         let first = committed(written)
         return first..<first &+ written
     }

@@ -34,9 +34,11 @@ final class DatagramRing {
     /// Queued payload bytes.
     @usableFromInline @exclusivity(unchecked) var bytes = 0
     /// How many datagrams from the head are known to be `uniformLength` bytes each, with plain headers: a
-    /// GSO run over them needs no scan. The copying batch extends it when the whole queue is such a run
-    /// (or empty) and its datagrams have that length; it shrinks as datagrams leave. Nothing else
-    /// writes the length or header of a queued slot.
+    /// GSO run over them needs no scan. A batch enqueue extends it (`commitWritten(_:length:uniform:uniformLength:)`)
+    /// when the whole queue is such a run (or empty) and its datagrams have that length; it shrinks as
+    /// datagrams leave (`popFront`). Nothing else writes the length of a queued slot, and what rewrites a
+    /// queued slot's header (`removeECN`, `removeHeadECN`) touches only slots with control messages,
+    /// which a run never has.
     @usableFromInline @exclusivity(unchecked) var uniformRun = 0
     @usableFromInline @exclusivity(unchecked) var uniformLength = 0
     /// Whether a slot has ever carried an address or control messages (then leaving slots are made plain).
@@ -74,6 +76,9 @@ final class DatagramRing {
 
     init(capacity: Int, slotSize: Int, byteCapacity: Int) {
         precondition(capacity > 0 && slotSize >= 0 && byteCapacity >= 0)
+        // `FreeStretch.copy(_:from:to:allOf:)` reads a buffer as its start and end addresses.
+        precondition(unsafeBitCast(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: 64), count: 16), to: (UInt, UInt).self) == (64, 80),
+                     "UnsafeRawBufferPointer is no longer laid out as (start, end)")
         self.capacity = capacity
         self.slotSize = slotSize
         self.byteCapacity = byteCapacity
@@ -289,8 +294,7 @@ final class DatagramRing {
             let slotSize = self.slotSize
             while next < stop {
                 // A buffer is its start and end addresses (both 0 when it has none, as an empty one may):
-                // their difference is its size without the nil check of `count`. Were the layout another,
-                // no difference would equal `length` and the general loop would take the datagram.
+                // their difference is its size without the nil check of `count` (`init` checks the layout).
                 let (low, high) = unsafeBitCast(next.pointee, to: (UInt, UInt).self)
                 guard high &- low == UInt(bitPattern: length) else { break }
                 assert(next.pointee.count == length && UInt(bitPattern: next.pointee.baseAddress) == low)

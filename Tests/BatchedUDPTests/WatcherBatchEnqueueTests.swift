@@ -108,6 +108,17 @@ struct WatcherBatchEnqueueTests {
         runUntilDrained(watcher)
         #expect(receiver.receive(2).map(sequence(of:)) == [0, 1])
         expectAccounted(watcher)
+
+        // A body that closes the socket before the budget would stop the batch: the call reports the
+        // close, not a full queue, and counts no rejection.
+        let rejected = watcher.counters.rejected
+        #expect(throws: BatchedUDPError.closed) {
+            try watcher.enqueue(count: 3) { index, slot in
+                if index == 1 { try watcher.socket.close() }
+                return write(2 + index, size: 100, into: slot)
+            }
+        }
+        #expect(watcher.counters.rejected == rejected && watcher.counters.enqueued == 2)
     }
 
     struct Stop: Error {}
