@@ -325,15 +325,22 @@ final class Blaster {
         // One batch call queues what the ring, the pace and the window allow.
         let wanted = min(limit, paced, window) - next
         if wanted > 0 && !timeUp && watcher.isWritable {
-            let first = next
+            // Sequence numbers are below `limit`, an Int: they fit a UInt64 and cannot overflow.
+            let first = UInt64(next)
             let write = { (index: Int, slot: UnsafeMutableRawBufferPointer) -> Int in
-                slot.storeBytes(of: UInt64(first + index).littleEndian, as: UInt64.self)
-                if stamp { slot.storeBytes(of: Blaster.wallNanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self) }
+                slot.storeBytes(of: (first &+ UInt64(truncatingIfNeeded: index)).littleEndian, as: UInt64.self)
+                return size
+            }
+            let writeStamped = { (index: Int, slot: UnsafeMutableRawBufferPointer) -> Int in
+                slot.storeBytes(of: (first &+ UInt64(truncatingIfNeeded: index)).littleEndian, as: UInt64.self)
+                slot.storeBytes(of: Blaster.wallNanoseconds().littleEndian, toByteOffset: 8, as: UInt64.self)
                 return size
             }
             let queued: Range<Int>?
             if let metadata {
-                queued = try? watcher.enqueue(count: wanted, metadata: metadata, partially: true, writingWith: write)
+                queued = try? watcher.enqueue(count: wanted, metadata: metadata, partially: true, writingWith: stamp ? writeStamped : write)
+            } else if stamp {
+                queued = try? watcher.enqueue(count: wanted, partially: true, writingWith: writeStamped)
             } else {
                 queued = try? watcher.enqueue(count: wanted, partially: true, writingWith: write)
             }
