@@ -104,7 +104,7 @@ soak: deps
 # suite (Benchmarks/, a package of its own); user-space instructions per datagram under callgrind
 # (Scripts/instructions.sh); more ordo-one passes over the metadata pairs (their ratios are the median
 # of METADATA_PASSES passes, default 5, the suite's own included); then one table of figures and ratios
-# (Scripts/bench.py). BENCH_ROUNDS (default 5) sets the rounds per workload.
+# (Scripts/bench.py). BENCH_ROUNDS (default 9) sets the rounds per workload.
 METADATA_PASSES ?= 5
 bench: deps
 	@missing=""; \

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make bench: the package against C libev references and SwiftNIO, measured in the same run.
 
-Every workload runs BENCH_ROUNDS rounds (default 5); within a round the contenders run one after another,
+Every workload runs BENCH_ROUNDS rounds (default 9: on this project's VM five let a ratio of two medians
+move by ±10% between full runs); within a round the contenders run one after another,
 so drift on the machine hits them alike; each figure is the median over the rounds. Send figures are
 whole-process wall time (start to exit) for COUNT datagrams to a loopback socket that never reads (this
 script holds it); echo figures are round trips per second from the same client, udp-blast with 4,096
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
 BLAST = ".build/release/udp-blast"
 RELAY = ".build/release/echo-relay"
 ASYNC_ECHO = ".build/release/async-echo"
