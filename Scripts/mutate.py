@@ -38,5 +38,17 @@ elif mutant == "5":
     patch("BatchedUDPWatcher+Drain.swift",
           "        addressed.key &+= 1\n",
           "        if !(addressed.stagedValid && addressed.metadata == (metadata ?? SendMetadata())) { addressed.key &+= 1 }\n")
+elif mutant == "6":
+    patch("DatagramRing.swift",
+          "if uniformRun == count && (count == 0 || self.uniformLength == uniformLength) {",
+          "if count == 0 || self.uniformLength == uniformLength {")
+elif mutant == "7":
+    patch("DatagramRing.swift", "        uniformRun = uniformRun > n ? uniformRun &- n : 0\n", "")
+elif mutant == "8":
+    patch("DatagramRing.swift",
+          "if uniformRun == count && (count == 0 || self.uniformLength == uniformLength) {",
+          "if uniformRun == count {")
+elif mutant == "9":
+    patch("BatchedUDPWatcher.swift", " else if uniformCount > written { uniformCount = written }", "")
 else:
     sys.exit(f"unknown mutant {mutant}")

@@ -224,4 +224,105 @@ import TestSupport
                 "coverage: \(total) datagrams, \(superDatagrams) super-datagrams, \(empties) empty, \(closes) closes")
         #expect(pendingErrors > 0, "pending errors met: \(pendingErrors)")
     }
+
+    /// The lean forms on a connected socket, judged the same way: datagrams copied or written in place one
+    /// at a time, batches copied or written in place (mostly of one size, now and then another size, an
+    /// empty buffer with or without an address), in small rings that wrap, GSO on and off, drained at
+    /// random moments by sendmmsg calls some of which take only part of what they are offered. The
+    /// receiver gets exactly the datagrams queued, byte for byte, in order; none fails; the byte counters
+    /// agree. Batches of one size
+    /// are queued as runs the GSO drain does not scan (`DatagramRing.uniformRun`): what the kernel
+    /// delivers shows any run that covered a datagram of another size, and so does the debug assertion
+    /// in `SegmentedBatch.build`. `BATCHED_UDP_LEAN_SEED=<n>|random`.
+    @Test(.needsLargeReceiveBuffers) func randomLeanEnqueuesArriveExactlyAsQueued() throws {
+        let environment = ProcessInfo.processInfo.environment["BATCHED_UDP_LEAN_SEED"]
+        let seed = environment == "random" ? UInt64.random(in: 0...UInt64.max) : environment.flatMap { UInt64($0) } ?? 0x1EA4_2026_1205
+        var rng = SplitMix64(seed: seed)
+        func random(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
+        func chance(_ percent: Int) -> Bool { random(100) < percent }
+        func payload(_ sequence: Int, size: Int) -> [UInt8] {
+            size >= 8 ? sequencePayload(sequence, size: size) : [UInt8](repeating: UInt8(truncatingIfNeeded: sequence), count: size)
+        }
+        var total = 0, batches = 0, superDatagrams = 0, shortCounts = 0, runsKept = 0
+        var problem: String?
+        for epoch in 0..<150 where problem == nil {
+            let loop = try EventLoop()
+            var configuration = BatchedUDPWatcher.Configuration()
+            configuration.capacity = 8 + random(200)
+            configuration.maxDatagramSize = [64, 300, 1472][random(3)]
+            configuration.batchSize = 1 + random(64)
+            configuration.maxCallsPerDrain = 1 + random(4)
+            configuration.segmentation = chance(75) ? .automatic : .off
+            let (watcher, receiver) = try connectedPair(configuration, loop: loop)
+            let slot = configuration.maxDatagramSize
+            watcher.sendSeam = { fd, messages, count in
+                // Now and then a call takes only the first messages it is offered: a short count.
+                guard count > 1 && chance(25) else { return Syscall.sendmmsgOnce(fd, messages, count) }
+                shortCounts += 1
+                return Syscall.sendmmsgOnce(fd, messages, 1 + random(count - 1))
+            }
+            var expected: [[UInt8]] = []
+            var size = random(slot + 1)
+            for _ in 0..<(50 + random(150)) where problem == nil {
+                if chance(15) { size = random(slot + 1) }
+                // Mostly `size`; now and then another size, or an empty datagram.
+                func pick() -> Int { chance(90) ? size : chance(50) ? 0 : random(slot + 1) }
+                let next = expected.count
+                switch random(4) {
+                case 0:
+                    let bytes = payload(next, size: pick())
+                    guard (try? watcher.enqueue(bytes)) != nil else { watcher.flush(); continue }
+                    expected.append(bytes)
+                case 1:
+                    let bytes = payload(next, size: pick())
+                    guard (try? watcher.enqueue { buffer in buffer.copyBytes(from: bytes); return bytes.count }) != nil else {
+                        watcher.flush()
+                        continue
+                    }
+                    expected.append(bytes)
+                case 2:
+                    let payloads = (0..<1 + random(60)).map { payload(next + $0, size: pick()) }
+                    let withoutAddress = payloads.indices.filter { payloads[$0].isEmpty && chance(50) }
+                    let queued = try WatcherBatchEnqueueTests().withBuffers(payloads) { buffers throws in
+                        var buffers = buffers
+                        for index in withoutAddress { buffers[index] = UnsafeRawBufferPointer(start: nil, count: 0) }
+                        return try watcher.enqueue(contentsOf: buffers, partially: true)
+                    }
+                    if queued != next..<next + queued.count { problem = "seed \(seed), watcher \(epoch): batch returned \(queued) at \(next)" }
+                    expected += payloads.prefix(queued.count)
+                    batches += 1
+                default:
+                    let payloads = (0..<1 + random(60)).map { payload(next + $0, size: pick()) }
+                    let queued = try watcher.enqueue(count: payloads.count, partially: true) { index, buffer in
+                        buffer.copyBytes(from: payloads[index])
+                        return payloads[index].count
+                    }
+                    if queued != next..<next + queued.count { problem = "seed \(seed), watcher \(epoch): batch returned \(queued) at \(next)" }
+                    expected += payloads.prefix(queued.count)
+                    batches += 1
+                }
+                if watcher.ring.uniformRun > 1 { runsKept += 1 }
+                switch random(10) {
+                case 0..<2: watcher.flush()
+                case 2..<4: loop.run(.noWait)
+                default: break
+                }
+            }
+            runUntilDrained(watcher)
+            let arrived = receiver.receive(expected.count)
+            let counters = watcher.counters
+            total += expected.count
+            superDatagrams += counters.gsoSends
+            let bytes = expected.reduce(0) { $0 + $1.count }
+            if problem == nil && (arrived != expected || counters.sent != expected.count || counters.failed != 0
+                                  || counters.sentBytes != bytes || counters.queuedBytes != 0) {
+                let first = zip(arrived, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(arrived.count, expected.count)
+                problem = "seed \(seed), watcher \(epoch) (\(configuration.capacity) slots of \(slot) B, \(configuration.segmentation)): "
+                    + "\(arrived.count) arrived of \(expected.count) (\(bytes) bytes), first difference at #\(first); \(counters)"
+            }
+        }
+        #expect(problem == nil, "\(problem ?? "") (replay with BATCHED_UDP_LEAN_SEED=\(seed))")
+        #expect(total > 10_000 && batches > 3_000 && superDatagrams > 1_000 && shortCounts > 300 && runsKept > 1_000,
+                "coverage: \(total) datagrams, \(batches) batches, \(superDatagrams) super-datagrams, \(shortCounts) short counts, \(runsKept) runs kept")
+    }
 }
