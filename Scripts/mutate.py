@@ -38,16 +38,13 @@ elif mutant == "5":
     patch("BatchedUDPWatcher+Drain.swift",
           "        addressed.key &+= 1\n",
           "        if !(addressed.stagedValid && addressed.metadata == (metadata ?? SendMetadata())) { addressed.key &+= 1 }\n")
-elif mutant == "6":
-    patch("DatagramRing.swift",
-          "if uniformRun == count && (count == 0 || self.uniformLength == uniformLength) {",
-          "if count == 0 || self.uniformLength == uniformLength {")
+elif mutant in ("6", "8"):
+    # When a batch may extend the ring's run: 6 drops "the whole queue is the run", 8 "of the same length".
+    extends = "if uniformRun == count && (count == 0 || self.uniformLength == uniformLength) {"
+    patch("DatagramRing.swift", extends,
+          "if count == 0 || self.uniformLength == uniformLength {" if mutant == "6" else "if uniformRun == count {")
 elif mutant == "7":
     patch("DatagramRing.swift", "        uniformRun = uniformRun > n ? uniformRun &- n : 0\n", "")
-elif mutant == "8":
-    patch("DatagramRing.swift",
-          "if uniformRun == count && (count == 0 || self.uniformLength == uniformLength) {",
-          "if uniformRun == count {")
 elif mutant == "9":
     patch("BatchedUDPWatcher.swift", " else if uniformCount > written { uniformCount = written }", "")
 else:

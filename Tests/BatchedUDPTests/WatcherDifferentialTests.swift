@@ -59,9 +59,15 @@ import TestSupport
         }
     }
 
+    /// The seed named by environment variable `variable` (a number replays it, `random` picks one), or
+    /// `fallback`.
+    static func seed(_ variable: String, default fallback: UInt64) -> UInt64 {
+        let value = ProcessInfo.processInfo.environment[variable]
+        return value == "random" ? UInt64.random(in: 0...UInt64.max) : value.flatMap { UInt64($0) } ?? fallback
+    }
+
     @Test(.needsLargeReceiveBuffers) func randomTrafficArrivesExactlyAsCounted() throws {
-        let environment = ProcessInfo.processInfo.environment["BATCHED_UDP_DIFF_SEED"]
-        let seed = environment == "random" ? UInt64.random(in: 0...UInt64.max) : environment.flatMap { UInt64($0) } ?? 0xD1FF_2026_1122
+        let seed = Self.seed("BATCHED_UDP_DIFF_SEED", default: 0xD1FF_2026_1122)
         var rng = SplitMix64(seed: seed)
         func random(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
         func chance(_ percent: Int) -> Bool { random(100) < percent }
@@ -235,8 +241,7 @@ import TestSupport
     /// delivers shows any run that covered a datagram of another size, and so does the debug assertion
     /// in `SegmentedBatch.build`. `BATCHED_UDP_LEAN_SEED=<n>|random`.
     @Test(.needsLargeReceiveBuffers) func randomLeanEnqueuesArriveExactlyAsQueued() throws {
-        let environment = ProcessInfo.processInfo.environment["BATCHED_UDP_LEAN_SEED"]
-        let seed = environment == "random" ? UInt64.random(in: 0...UInt64.max) : environment.flatMap { UInt64($0) } ?? 0x1EA4_2026_1205
+        let seed = Self.seed("BATCHED_UDP_LEAN_SEED", default: 0x1EA4_2026_1205)
         var rng = SplitMix64(seed: seed)
         func random(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
         func chance(_ percent: Int) -> Bool { random(100) < percent }

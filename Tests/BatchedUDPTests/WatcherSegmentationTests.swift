@@ -153,13 +153,7 @@ import TestSupport
             return recorded(fd, messages, 1)
         }
         var expected: [[UInt8]] = []
-        func batch(_ sizes: [Int]) throws {
-            let payloads = sizes.indices.map { payload(expected.count + $0, size: sizes[$0]) }
-            try WatcherBatchEnqueueTests().withBuffers(payloads) { buffers throws in
-                #expect(try watcher.enqueue(contentsOf: buffers) == expected.count..<expected.count + sizes.count)
-            }
-            expected += payloads
-        }
+        func batch(_ sizes: [Int]) throws { try enqueueCopies(sizes, on: watcher, after: &expected) }
         func batch(_ count: Int, size: Int) throws { try batch(Array(repeating: size, count: count)) }
         func drain(_ runs: [[Int]]) {
             recorder.calls.removeAll()
@@ -216,13 +210,7 @@ import TestSupport
         let recorded = watcher.sendSeam!
         watcher.sendSeam = { fd, messages, _ in recorded(fd, messages, 1) }  // one message per call
         var expected: [[UInt8]] = []
-        func batch(_ sizes: [Int]) throws {
-            let payloads = sizes.indices.map { payload(expected.count + $0, size: sizes[$0]) }
-            try WatcherBatchEnqueueTests().withBuffers(payloads) { buffers throws in
-                #expect(try watcher.enqueue(contentsOf: buffers) == expected.count..<expected.count + sizes.count)
-            }
-            expected += payloads
-        }
+        func batch(_ sizes: [Int]) throws { try enqueueCopies(sizes, on: watcher, after: &expected) }
         try batch(Array(repeating: 64, count: 190))
         watcher.flush()  // one call, one run of 64: the head moves to slot 64
         #expect(watcher.ring.uniformRun == 126 && watcher.ring.tail == 190)
@@ -390,6 +378,17 @@ import TestSupport
 
     func getsockopt(_ watcher: BatchedUDPWatcher, _ level: Int32, _ name: Int32) throws -> Int {
         try watcher.socket.option(level, name, "option")
+    }
+
+    /// Queues copies of datagrams of `sizes` with one `enqueue(contentsOf:)`, numbered on from
+    /// `expected`, which they are appended to.
+    func enqueueCopies(_ sizes: [Int], on watcher: BatchedUDPWatcher, after expected: inout [[UInt8]]) throws {
+        let first = expected.count
+        let payloads = sizes.indices.map { payload(first + $0, size: sizes[$0]) }
+        try WatcherBatchEnqueueTests().withBuffers(payloads) { buffers throws in
+            #expect(try watcher.enqueue(contentsOf: buffers) == first..<first + sizes.count)
+        }
+        expected += payloads
     }
 
     func payload(_ sequence: Int, size: Int) -> [UInt8] {
