@@ -32,8 +32,8 @@ elif mutant == "3":
           "        } else if false && error.mayBeSocketsPendingError {")
 elif mutant == "4":
     patch("SegmentedBatch.swift",
-          "next = SegmentedBatch.equalLengthsAndKeys(iovecs, keys, from: next, to: end, size: size)",
-          "next = SegmentedBatch.equalLengths(iovecs, from: next, to: end, size: size)")
+          "? SegmentedBatch.equalLengthsAndKeys(iovecs, keys, from: next, to: end, size: size)",
+          "? SegmentedBatch.equalLengths(iovecs, from: next, to: end, size: size)")
 elif mutant == "5":
     patch("BatchedUDPWatcher+Drain.swift",
           "        addressed.key &+= 1\n",
