@@ -58,12 +58,14 @@ test-consumer: deps
 	$(SWIFT) run --package-path Tests/Consumer consumer
 
 # The same suite under AddressSanitizer (leak checking on, minus the toolchain's own leaks listed in
-# Tests/Sanitizers/lsan.supp) and ThreadSanitizer, each in its own build folder. The ASan pass links
-# with the toolchain's lld: gold prints ~400 warnings about the ASan runtime's own symbols.
+# Tests/Sanitizers/lsan.supp) and ThreadSanitizer (minus what it cannot judge, Tests/Sanitizers/tsan.supp),
+# each in its own build folder. The ASan pass links with the toolchain's lld: gold prints ~400 warnings
+# about the ASan runtime's own symbols.
 test-sanitizers: deps
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp:print_suppressions=0 \
 		$(DEADLINE) $(SWIFT) test --sanitize=address --scratch-path .build-asan -Xswiftc -use-ld=lld
-	$(DEADLINE) $(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+	TSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/tsan.supp \
+		$(DEADLINE) $(SWIFT) test --sanitize=thread --scratch-path .build-tsan
 
 # libFuzzer targets (Fuzz/, a package of its own) for every parser of untrusted input. `make fuzz` runs each
 # for FUZZ_SECONDS (default 60), growing its corpus in .build/fuzz; `make test` replays the saved corpus
