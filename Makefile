@@ -5,6 +5,12 @@ RELEASE_BIN = .build/release
 # Release builds of the executables link the Swift runtime in (as a tool shipped to machines without
 # Swift would be): no dynamic loading of a dozen Swift libraries at every start, about 3 ms less per run.
 RELEASE = $(SWIFT) build -c release --static-swift-stdlib
+# $(call release,PRODUCT[,PACKAGE]): $(RELEASE) of one product. SwiftPM does not relink a product when
+# only --static-swift-stdlib is new to it, so a binary left by a plain `swift build -c release` would stay
+# dynamic and start slower: one that still loads libswiftCore is removed first.
+release = bin=$(if $(2),$(2)/)$(RELEASE_BIN)/$(1); \
+	if [ -x "$$bin" ] && ldd "$$bin" 2>/dev/null | grep -q libswiftCore; then rm -f "$$bin"; fi; \
+	$(RELEASE) $(if $(2),--package-path $(2) )--product $(1)
 
 .PHONY: deps build test test-sanitizers fuzz-build test-fuzz fuzz mutants demo soak bench docs test-consumer clean
 
@@ -92,14 +98,14 @@ mutants: deps
 	./Scripts/mutants.sh
 
 demo: deps
-	$(RELEASE) --product udp-blast
-	$(RELEASE) --product echo-relay
+	@$(call release,udp-blast)
+	@$(call release,echo-relay)
 	@./Scripts/demo.sh $(RELEASE_BIN)
 
 # echo-relay (echo and relay) under udp-blast load; SOAK_SECONDS (default 60) and SOAK_RATE set the run.
 soak: deps
-	$(RELEASE) --product udp-blast
-	$(RELEASE) --product echo-relay
+	@$(call release,udp-blast)
+	@$(call release,echo-relay)
 	@./Scripts/soak.sh $(RELEASE_BIN)
 
 # Everything in release: the package's examples, the C references, the SwiftNIO peer and the ordo-one
@@ -115,16 +121,16 @@ bench: deps
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	$(RELEASE) --product udp-blast
-	$(RELEASE) --product echo-relay
-	$(RELEASE) --product async-echo
+	@$(call release,udp-blast)
+	@$(call release,echo-relay)
+	@$(call release,async-echo)
 	mkdir -p .build/c-refs
 	cc -O2 -Wall -o .build/c-refs/send_ref Benchmarks/CReferences/send_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/echo_ref Benchmarks/CReferences/echo_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/recv_ref Benchmarks/CReferences/recv_ref.c -lev
 	cc -O2 -Wall -o .build/c-refs/pingpong_ref Benchmarks/CReferences/pingpong_ref.c
-	$(RELEASE) --package-path Benchmarks --product nio-peer
-	$(RELEASE) --package-path Benchmarks --product instruction-counts
+	@$(call release,nio-peer,Benchmarks)
+	@$(call release,instruction-counts,Benchmarks)
 	./Scripts/instructions.sh Benchmarks/.build/release/instruction-counts .build/c-refs/send_ref .build/c-refs/recv_ref \
 		| tee .build/instructions.txt
 	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target UDPBenchmarks --format markdown --no-progress \
